@@ -1,0 +1,358 @@
+"""Article model: turn one document's raw front matter into a validated, publishable Article.
+
+Everything a feed shows is decided here, once: text is cleaned of characters XML 1.0 forbids, dates become
+aware UTC datetimes in whole seconds, URLs become absolute percent-encoded http(s) URLs, and fields that must
+never be published (`secured`, `related`, AMP URLs, `isCached`) are simply not carried over.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from publisher.store import Document
+from publisher.urls import InvalidURL, canonical, entry_id, publishable
+
+logger = logging.getLogger(__name__)
+
+# Characters outside the XML 1.0 Char production (https://www.w3.org/TR/xml/#charsets); lxml refuses them.
+_XML_FORBIDDEN = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+_IMAGE_TYPES = {
+    "jpg": "image/jpeg", "jpeg": "image/jpeg", "jpe": "image/jpeg", "jfif": "image/jpeg",
+    "png": "image/png", "gif": "image/gif", "webp": "image/webp", "avif": "image/avif",
+    "svg": "image/svg+xml", "bmp": "image/bmp", "ico": "image/vnd.microsoft.icon",
+    "tif": "image/tiff", "tiff": "image/tiff", "heic": "image/heic",
+}
+UNKNOWN_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Image:
+    url: str
+    width: int | None = None
+    height: int | None = None
+    mime_type: str = UNKNOWN_TYPE
+    length: int = 0  # bytes; 0 means unknown (RSS 2.0 allows it)
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str | None
+    domain: str | None
+    logo: Image | None
+
+    @property
+    def uri(self) -> str | None:
+        return f"https://{self.domain}/" if self.domain else None
+
+
+@dataclass(frozen=True)
+class Article:
+    source: str
+    id: str
+    url: str
+    title: str
+    summary: str | None
+    content: str | None
+    published: datetime
+    updated: datetime
+    provider: Provider | None
+    topics: tuple[str, ...]
+    images: tuple[Image, ...]
+    is_published: bool = True
+    quality: float | None = None
+    heat: float | None = None
+    kind: str | None = None
+
+    @property
+    def canonical_url(self) -> str:
+        return canonical(self.url)
+
+    @property
+    def enclosures(self) -> tuple[Image, ...]:
+        """Every article image, then the provider logo: what Atom and Media RSS carry."""
+        logo = (self.provider.logo,) if self.provider and self.provider.logo else ()
+        return self.images + logo
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    field: str | None
+    reason: str
+    fatal: bool  # True: the article was left out of every feed
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.field}" if self.field else self.source
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class _Reader:
+    """Reads one document's fields, collecting non-fatal problems; a fatal one raises _Invalid."""
+
+    doc: Document
+    base: str | None
+    problems: list[Problem] = field(default_factory=list)
+
+    def warn(self, name: str, reason: str) -> None:
+        self.problems.append(Problem(self.doc.source, name, reason, fatal=False))
+
+    def fail(self, name: str | None, reason: str) -> _Invalid:
+        return _Invalid(Problem(self.doc.source, name, reason, fatal=True))
+
+
+class _Invalid(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def read_article(doc: Document, assets_base_url: str | None) -> tuple[Article | None, list[Problem]]:
+    """Return (article, problems). (None, []) means the document is not an article at all; (None, [p])
+    means it is a broken article, left out for the fatal problem p."""
+    meta = doc.metadata
+    if "title" not in meta and "publishedDateTime" not in meta:
+        return None, []
+    reader = _Reader(doc, assets_base_url)
+    try:
+        article = _article(reader, meta, doc.body)
+    except _Invalid as invalid:
+        return None, [*reader.problems, invalid.problem]
+    return article, reader.problems
+
+
+def _article(r: _Reader, meta: dict[str, Any], body: str) -> Article:
+    title = _required_text(r, meta, "title")
+    published = _required_date(r, meta, "publishedDateTime")
+    updated = _optional_date(r, meta, "updatedDateTime") or published
+    if updated < published:
+        r.warn("updatedDateTime", "earlier than publishedDateTime; using publishedDateTime")
+        updated = published
+    url = _link(r, meta)
+    excerpt = _optional_text(r, meta, "excerpt")
+    # Excerpts are text that may carry HTML entities (&nbsp;, &amp;): decode them once, here.
+    summary = " ".join(clean_text(html.unescape(excerpt)).split()) if excerpt else None
+    return Article(
+        source=r.doc.source,
+        id=entry_id(url),
+        url=url,
+        title=title,
+        summary=summary or None,
+        content=clean_text(body).strip() or None,
+        published=published,
+        updated=updated,
+        provider=_provider(r, meta.get("provider")),
+        topics=_topics(r, meta.get("topics")),
+        images=_images(r, meta.get("images"), "images"),
+        is_published=_flag(r, meta, "published"),
+        quality=_number(r, meta, "quality"),
+        heat=_number(r, meta, "heat"),
+        kind=_optional_text(r, meta, "type"),
+    )
+
+
+def clean_text(value: str) -> str:
+    return _XML_FORBIDDEN.sub("", value)
+
+
+def _scalar_text(value: Any) -> str | None:
+    """Text for a YAML scalar that a person meant as text (a title "1984" parses as a number)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _required_text(r: _Reader, meta: dict[str, Any], name: str) -> str:
+    if meta.get(name) is None:
+        raise r.fail(name, "missing")
+    text = _optional_text(r, meta, name)
+    if not text:
+        raise r.fail(name, "empty")
+    return text
+
+
+def _optional_text(r: _Reader, meta: dict[str, Any], name: str) -> str | None:
+    value = meta.get(name)
+    if value is None:
+        return None
+    text = _scalar_text(value)
+    if text is None:
+        raise r.fail(name, f"expected text, got {_kind(value)}")
+    return " ".join(clean_text(text).split()) or None
+
+
+def _required_date(r: _Reader, meta: dict[str, Any], name: str) -> datetime:
+    if meta.get(name) is None:
+        raise r.fail(name, "missing")
+    value = _optional_date(r, meta, name)
+    assert value is not None
+    return value
+
+
+def _optional_date(r: _Reader, meta: dict[str, Any], name: str) -> datetime | None:
+    value = meta.get(name)
+    if value is None:
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise r.fail(name, str(exc)) from None
+
+
+def parse_datetime(value: Any) -> datetime:
+    """An aware UTC datetime in whole seconds. Naive values (no offset, no Z) are taken as UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 date: {value!r}") from None
+    else:
+        raise ValueError(f"expected a date, got {_kind(value)}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).replace(microsecond=0)
+
+
+def _link(r: _Reader, meta: dict[str, Any]) -> str:
+    candidates = [name for name in ("webUrl", "originalUrl") if meta.get(name) is not None]
+    if not candidates:
+        raise r.fail("webUrl", "missing (and no originalUrl)")
+    reasons = []
+    for name in candidates:
+        try:
+            url = publishable(meta[name], base=None)
+        except InvalidURL as exc:
+            reasons.append((name, str(exc)))
+            continue
+        for bad_name, reason in reasons:
+            r.warn(bad_name, f"{reason}; using {name}")
+        return url
+    raise r.fail(*reasons[0])
+
+
+def _provider(r: _Reader, value: Any) -> Provider | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise r.fail("provider", f"expected a mapping, got {_kind(value)}")
+    name = _optional_text(r, value, "name")
+    domain = _optional_text(r, value, "domain")
+    if domain and not re.fullmatch(r"[A-Za-z0-9.-]+(:\d+)?", domain):
+        r.warn("provider.domain", f"not a domain name: {domain!r}")
+        domain = None
+    logos = _images(r, value.get("images"), "provider.images")
+    if name is None and domain is None and not logos:
+        return None
+    return Provider(name=name, domain=domain.lower() if domain else None, logo=logos[0] if logos else None)
+
+
+def _topics(r: _Reader, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise r.fail("topics", f"expected a list of topics, got {_kind(value)}")
+    topics: list[str] = []
+    seen: set[str] = set()
+    for index, item in enumerate(value):
+        if item is None:
+            continue
+        text = _scalar_text(item)
+        if text is None:
+            raise r.fail(f"topics[{index}]", f"expected a topic name, got {_kind(item)}")
+        name = " ".join(clean_text(text).split())
+        if name and name.casefold() not in seen:
+            seen.add(name.casefold())
+            topics.append(name)
+    return tuple(topics)
+
+
+def _images(r: _Reader, value: Any, name: str) -> tuple[Image, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise r.fail(name, f"expected a list of images, got {_kind(value)}")
+    images: list[Image] = []
+    for index, item in enumerate(value):
+        where = f"{name}[{index}]"
+        if isinstance(item, dict):
+            raw_url, width, height = item.get("url"), item.get("width"), item.get("height")
+            where += ".url"
+        else:
+            raw_url, width, height = item, None, None
+        if raw_url is None:
+            continue  # the store writes `url: null` for an image it could not fetch: nothing to publish
+        try:
+            url = publishable(clean_text(raw_url) if isinstance(raw_url, str) else raw_url, r.base)
+        except InvalidURL as exc:
+            r.warn(where, f"{exc}; image dropped")
+            continue
+        if any(image.url == url for image in images):
+            continue
+        images.append(Image(url=url, width=_dimension(width), height=_dimension(height),
+                            mime_type=guess_image_type(url)))
+    return tuple(images)
+
+
+def _dimension(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value > 0:
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+        return int(value)
+    return None
+
+
+def guess_image_type(url: str) -> str:
+    """MIME type from the path's extension, else from a `format=` query parameter (image CDNs use it)."""
+    parts = urlsplit(url)
+    extension = parts.path.rsplit("/", 1)[-1].rpartition(".")[2].lower() if "." in parts.path else ""
+    if extension in _IMAGE_TYPES:
+        return _IMAGE_TYPES[extension]
+    for key, value in parse_qsl(parts.query):
+        if key.lower() in ("format", "fm") and value.lower() in _IMAGE_TYPES:
+            return _IMAGE_TYPES[value.lower()]
+    # Not the mimetypes module: it reads the machine's own tables, and the same store must give the same
+    # bytes on every machine.
+    return UNKNOWN_TYPE
+
+
+def _flag(r: _Reader, meta: dict[str, Any], name: str) -> bool:
+    value = meta.get(name, True)
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise r.fail(name, f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _number(r: _Reader, meta: dict[str, Any], name: str) -> float | None:
+    value = meta.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise r.fail(name, f"expected a number, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"[:80]

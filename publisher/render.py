@@ -1,0 +1,194 @@
+"""Rendering: one Feed to the bytes of one format, with feedgen.
+
+Format knowledge lives here, next to the spec it follows:
+- Atom 1.0, RFC 4287 (https://www.rfc-editor.org/rfc/rfc4287);
+- RSS 2.0 (https://www.rssboard.org/rss-specification), with Dublin Core `dc:creator` for the source (RSS
+  `<author>` must be an e-mail address) and Media RSS (https://www.rssboard.org/media-rss) for images.
+
+feedgen formats RSS dates by switching the process-wide locale, so rendering must stay on one thread; the
+build never renders from more than one.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from publisher import __version__
+from publisher.articles import Article, Image
+from publisher.config import SiteConfig
+from publisher.selection import Feed
+
+MEDIA_NS = "http://search.yahoo.com/mrss/"
+# The date of an empty feed: fixed, so that an empty feed's bytes never change between builds.
+EMPTY_FEED_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    extension: str
+    media_type: str
+    render: Callable[[FeedGenerator], bytes]
+
+
+FORMATS: dict[str, Format] = {
+    "atom": Format("atom", ".atom", "application/atom+xml",
+                   lambda fg: fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)),
+    "rss": Format("rss", ".rss", "application/rss+xml",
+                  lambda fg: fg.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)),
+}
+
+
+def feed_url(site: SiteConfig, feed: Feed, fmt: Format) -> str:
+    return f"{site.base_url}{feed.spec.path}{fmt.extension}"
+
+
+def render(feed: Feed, fmt: Format, site: SiteConfig) -> bytes:
+    """The complete document of `feed` in format `fmt`. Same feed, same bytes."""
+    fg = _generator(feed, fmt, site)
+    for article in feed.entries:
+        _add_entry(fg, article)
+    return fmt.render(fg)
+
+
+def _generator(feed: Feed, fmt: Format, site: SiteConfig) -> FeedGenerator:
+    fg = FeedGenerator()
+    fg.register_extension("atom_enclosures", _NoFeedExtension, _AtomEnclosures, atom=True, rss=False)
+    fg.register_extension("rss_item", _MediaNamespace, _RssItem, atom=False, rss=True)
+    fg.load_extension("dc", atom=False, rss=True)
+    self_url = feed_url(site, feed, fmt)
+    fg.id(self_url)
+    fg.title(feed.spec.title)
+    fg.description(site.description if feed.spec.label is None
+                   else f"{site.description} Topic: {feed.spec.label}.")
+    # RSS <link> takes the last link set (feedgen), so the home page goes last; RSS gets the self link as
+    # atom:link (RSS Advisory Board best practice).
+    fg.link(href=self_url, rel="self", type=fmt.media_type)
+    fg.link(href=site.home, rel="alternate", type="text/html")
+    if site.language:
+        fg.language(site.language)
+    author = site.author
+    # RFC 4287 4.1.1: a feed needs an author unless every entry has one; the site stands in.
+    fg.author({"name": author.name if author else site.title,
+               **({"email": author.email} if author and author.email else {}),
+               **({"uri": author.uri} if author and author.uri else {})})
+    if site.icon:
+        fg.icon(site.icon)
+    if site.logo:
+        fg.logo(site.logo)
+        fg.image(url=site.logo, title=feed.spec.title, link=site.home)
+    if feed.spec.label:
+        fg.category(term=feed.spec.label)
+    fg.generator(generator="publisher", version=__version__)
+    # Never the build time (feedgen's default): readers would re-notify and HTTP caches would miss.
+    updated = feed.updated or EMPTY_FEED_DATE
+    fg.updated(updated)
+    fg.pubDate(updated)
+    return fg
+
+
+def _add_entry(fg: FeedGenerator, article: Article) -> None:
+    fe = fg.add_entry(order="append")  # feedgen prepends by default
+    fe.id(article.id)  # also the RSS guid, isPermaLink="false"
+    fe.title(article.title)
+    fe.link(href=article.url, rel="alternate", type="text/html")
+    fe.published(article.published)
+    fe.updated(article.updated)
+    if article.summary:
+        fe.summary(article.summary, type="text")
+    if article.content:
+        fe.content(_paragraphs(article.content), type="html")
+    provider = article.provider
+    if provider and (provider.name or provider.domain):
+        name = provider.name or provider.domain
+        fe.author({"name": name, **({"uri": provider.uri} if provider.uri else {})})
+        fe.dc.dc_creator(name)
+    for topic in article.topics:
+        fe.category(term=topic)
+    fe.atom_enclosures.images = article.enclosures
+    fe.rss_item.article = article
+
+
+def lead_image(article: Article) -> Image | None:
+    enclosures = article.enclosures
+    return enclosures[0] if enclosures else None
+
+
+def _paragraphs(text: str) -> str:
+    """The body is plain text: escape it and keep its blank-line paragraphs."""
+    blocks = [" ".join(block.split()) for block in text.split("\n\n")]
+    return "\n".join(f"<p>{html.escape(block, quote=False)}</p>" for block in blocks if block)
+
+
+class _NoFeedExtension(BaseExtension):
+    pass
+
+
+class _AtomEnclosures(BaseEntryExtension):
+    """Atom `<link rel="enclosure" type length>` per image (RFC 4287 4.2.7.2).
+
+    feedgen 1.0.0 loses rel, type and length of entry links in Atom (upstream issue #135: atom_entry reuses
+    its loop variable), so the enclosure links are written here instead of through FeedEntry.link().
+    """
+
+    def __init__(self) -> None:
+        self.images: tuple[Image, ...] = ()
+
+    def extend_atom(self, entry: etree._Element) -> etree._Element:
+        # feedgen builds Atom elements without a namespace and declares xmlns on the root; match it.
+        for image in self.images:
+            etree.SubElement(entry, "link", rel="enclosure", type=image.mime_type,
+                             length=str(image.length), href=image.url)
+        return entry
+
+
+class _MediaNamespace(BaseExtension):
+    def extend_ns(self) -> dict[str, str]:
+        return {"media": MEDIA_NS}
+
+
+class _RssItem(BaseEntryExtension):
+    """What feedgen cannot say right in an RSS item.
+
+    - `<description>` is HTML by definition: the excerpt's text is escaped for HTML here, while Atom keeps
+      it as `type="text"` (feedgen would put the same string in both).
+    - `<enclosure>`: RSS 2.0 allows one per item: the lead image, else the provider logo. Written here since
+      FeedEntry.enclosure() also adds an Atom link that #135 turns into a second alternate link.
+    - Media RSS: a `media:content` per image and logo, directly in the item (not in a media:group, which
+      feedgen's own media extension always adds), and `media:thumbnail` for the lead image.
+    """
+
+    def __init__(self) -> None:
+        self.article: Article | None = None
+
+    def extend_rss(self, item: etree._Element) -> etree._Element:
+        article = self.article
+        if article is None:
+            return item
+        description = item.find("description")
+        if description is not None and article.summary:
+            description.text = html.escape(article.summary, quote=False)
+        lead = lead_image(article)
+        if lead is not None:
+            etree.SubElement(item, "enclosure", url=lead.url, length=str(lead.length), type=lead.mime_type)
+        for image in article.enclosures:
+            attributes = {"url": image.url, "medium": "image", "type": image.mime_type}
+            if image.length:
+                attributes["fileSize"] = str(image.length)
+            attributes.update(_dimensions(image))
+            etree.SubElement(item, f"{{{MEDIA_NS}}}content", attributes)
+        if lead is not None:
+            etree.SubElement(item, f"{{{MEDIA_NS}}}thumbnail", {"url": lead.url, **_dimensions(lead)})
+        return item
+
+
+def _dimensions(image: Image) -> dict[str, str]:
+    sizes = {"width": image.width, "height": image.height}
+    return {key: str(value) for key, value in sizes.items() if value}

@@ -1,0 +1,84 @@
+"""URL handling: make the store's URLs safe to publish, and derive stable identities from them."""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
+
+# RFC 3986 reserved and unreserved characters, plus "%" so existing escapes survive. Anything else (a space,
+# a non-ASCII letter) is percent-encoded as UTF-8.
+_SAFE = "!#$%&'()*+,/:;=?@[]~-._"
+
+# Query parameters that only track where a click came from: they never make a different article.
+_TRACKING = ("utm_", "fbclid", "gclid", "mc_cid", "mc_eid", "ocid", "cmpid")
+
+
+class InvalidURL(ValueError):
+    """The value cannot become an absolute http(s) URL."""
+
+
+def publishable(raw: object, base: str | None) -> str:
+    """Return `raw` as an absolute, percent-encoded http(s) URL, resolving it against `base` if relative.
+
+    A site-relative path ("/assets/x.jpg") resolves below the base's path, the way Jekyll's `relative_url`
+    does: with base "https://example.org/ai/" it becomes "https://example.org/ai/assets/x.jpg".
+    """
+    if not isinstance(raw, str):
+        raise InvalidURL(f"expected a URL, got {type(raw).__name__}")
+    text = raw.strip()
+    if not text:
+        raise InvalidURL("empty URL")
+    try:
+        scheme = urlsplit(text).scheme
+    except ValueError as exc:
+        raise InvalidURL(f"not a valid URL: {exc}") from None
+    if text.startswith("//"):
+        text = "https:" + text
+    elif not scheme:
+        if base is None:
+            raise InvalidURL(f"relative URL {text!r} and no assets_base_url to resolve it against")
+        text = base.rstrip("/") + text if text.startswith("/") else urljoin(base, text)
+    return _encoded(text)
+
+
+def _encoded(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise InvalidURL(f"not a valid URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise InvalidURL(f"not an http(s) URL: {text!r}")
+    host = parts.hostname
+    if not host or any(c in host for c in " <>\"{}|\\^`"):
+        raise InvalidURL(f"no valid host in {text!r}")
+    try:
+        ascii_host = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidURL(f"no valid host in {text!r}") from None
+    netloc = ascii_host if port is None else f"{ascii_host}:{port}"
+    if parts.username is not None:
+        raise InvalidURL(f"URL with credentials is not published: {text!r}")
+    return urlunsplit((parts.scheme.lower(), netloc, quote(parts.path, safe=_SAFE),
+                       quote(parts.query, safe=_SAFE), quote(parts.fragment, safe=_SAFE)))
+
+
+def canonical(url: str) -> str:
+    """The identity of an article URL: scheme-less, lower-case host, no default port, no fragment, no
+    tracking parameters, no trailing slash. Two URLs with the same canonical form are the same article."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host.startswith("www."):
+        host = host[4:]
+    port = parts.port
+    netloc = host if port in (None, 80, 443) else f"{host}:{port}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if not k.lower().startswith(_TRACKING)]
+    path = parts.path.rstrip("/") or "/"
+    return urlunsplit(("", netloc, path, urlencode(query), "")).lstrip("/")
+
+
+def entry_id(url: str) -> str:
+    """A permanent entry id: a name-based UUID of the canonical URL (RFC 4122 section 4.3), so it survives
+    rebuilds, file renames and an http -> https switch."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, canonical(url)).urn

@@ -1,0 +1,188 @@
+"""Writing: put rendered files into the served output folder without ever exposing a half-written one.
+
+Every file is written to a temporary file in its own folder, flushed, fsynced and renamed over the old one
+(`os.replace` is atomic on POSIX), and only when its bytes differ. A manifest in the state folder lists the
+files the publisher owns there, so that a feed that disappears is removed and no other file is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable, Mapping
+
+from publisher.errors import WriteError
+
+logger = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".publisher-tmp"
+MANIFEST_VERSION = 1
+FILE_MODE = 0o644  # readable by the web server's user
+
+
+@dataclass
+class WriteResult:
+    written: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, cause)
+
+
+def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
+                  stop_requested: Callable[[], bool] = lambda: False) -> WriteResult:
+    """Make `output` hold exactly `files` (relative POSIX path -> bytes) among the files the publisher owns.
+
+    `stop_requested` is asked between files: a daemon told to stop finishes the file it is on, and the
+    manifest still records every file that may exist.
+    """
+    result = WriteResult()
+    output.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(output)
+    owned = read_manifest(manifest, output)
+    # Record what is about to exist before writing it: a crash in between must not orphan a file.
+    save_manifest(manifest, output, owned | set(files))
+    for relative in sorted(files):
+        if stop_requested():
+            logger.info("stop requested: %d files left unwritten", len(files) - len(result.written)
+                        - len(result.unchanged) - len(result.failed))
+            break
+        target = inside(output, relative)
+        try:
+            if _same_bytes(target, files[relative]):
+                result.unchanged.append(relative)
+                continue
+            write_atomic(target, files[relative])
+        except OSError as exc:
+            cause = exc.strerror or str(exc)
+            logger.error("%s: not written, the previous version stays: %s", target, cause)
+            result.failed.append((relative, cause))
+            continue
+        logger.info("wrote %s", target)
+        result.written.append(relative)
+    else:
+        keep = set(files)
+        for relative in sorted(owned - keep):
+            if _remove(output, relative):
+                result.removed.append(relative)
+            else:
+                keep.add(relative)
+        save_manifest(manifest, output, keep)
+    return result
+
+
+def inside(output: Path, relative: str) -> Path:
+    """The path of `relative` in `output`; refuses anything that would land outside it."""
+    parts = PurePosixPath(relative).parts
+    if not parts or PurePosixPath(relative).is_absolute() or any(p in ("", ".", "..") for p in parts):
+        raise WriteError(f"refusing to write {relative!r}: not a plain path inside {output}")
+    return output.joinpath(*parts)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, FILE_MODE)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_folder(path.parent)
+
+
+def remove_temporaries(output: Path) -> list[Path]:
+    """Delete temporary files that a killed build left behind (only ours: they carry TEMP_SUFFIX)."""
+    removed = []
+    for path in sorted(output.rglob(f"*{TEMP_SUFFIX}")):
+        try:
+            path.unlink()
+            removed.append(path)
+            logger.info("removed %s, left by an interrupted build", path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def manifest_path(state: Path, output: Path) -> Path:
+    """One manifest per output folder, so that --output elsewhere never removes files of another."""
+    digest = hashlib.sha256(str(output.resolve()).encode("utf-8")).hexdigest()[:16]
+    return state / "manifests" / f"{digest}.json"
+
+
+def read_manifest(path: Path, output: Path) -> set[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: manifest unreadable (%s); files it listed will not be removed", path, exc)
+        return set()
+    if not (isinstance(data, dict) and data.get("version") == MANIFEST_VERSION
+            and isinstance(data.get("files"), list) and data.get("output") == str(output)):
+        logger.warning("%s: manifest of another version or folder; starting a new one", path)
+        return set()
+    return {f for f in data["files"] if isinstance(f, str)}
+
+
+def save_manifest(path: Path, output: Path, files: set[str]) -> None:
+    data = {"version": MANIFEST_VERSION, "output": str(output), "files": sorted(files)}
+    try:
+        write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+    except OSError as exc:
+        raise WriteError(f"{path}: cannot write the manifest: {exc.strerror or exc}") from None
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
+def _remove(output: Path, relative: str) -> bool:
+    target = inside(output, relative)
+    try:
+        target.unlink()
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        logger.error("%s: cannot remove: %s", target, exc.strerror or exc)
+        return False
+    logger.info("removed %s", target)
+    folder = target.parent
+    while folder != output and output in folder.parents:
+        try:
+            folder.rmdir()  # only succeeds when empty: a folder with other files stays
+        except OSError:
+            break
+        folder = folder.parent
+    return True
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX leaves it in the folder's metadata until then)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        logger.debug("%s: cannot open folder to fsync it: %s", folder, exc)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some file systems refuse fsync on a folder; the rename is still atomic
+        logger.debug("%s: fsync of folder refused: %s", folder, exc)
+    finally:
+        os.close(fd)
