@@ -1,0 +1,26 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11+:
+#   make feeds   build the feeds from seeds/ with config.yaml into feeds/
+#   make test    run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: feeds test check clean
+
+$(BIN)/publisher: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+feeds: $(BIN)/publisher
+	$(BIN)/publisher build -c config.yaml
+
+check: $(BIN)/publisher
+	$(BIN)/publisher check -c config.yaml
+
+test: $(BIN)/publisher
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) feeds .publisher .pytest_cache *.egg-info

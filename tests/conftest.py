@@ -1,0 +1,100 @@
+"""Shared test helpers: real files in tmp_path, the real CLI, the real corpus."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from publisher.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = Path(os.environ.get("PUBLISHER_CORPUS", REPO.parent / "shared" / "corpus"))
+ATOM = "http://www.w3.org/2005/Atom"
+MEDIA = "http://search.yahoo.com/mrss/"
+NS = {"a": ATOM, "media": MEDIA, "dc": "http://purl.org/dc/elements/1.1/",
+      "atom": ATOM, "content": "http://purl.org/rss/1.0/modules/content/"}
+
+SITE = {
+    "title": "Test Feeds",
+    "description": "Feeds for tests.",
+    "base_url": "https://feeds.example.org/news/",
+    "home": "https://example.org/",
+    "language": "en",
+}
+
+
+def require_corpus() -> Path:
+    """The shared corpus; CI sets PUBLISHER_REQUIRE_CORPUS so that a missing corpus fails instead of skips."""
+    if not CORPUS.is_dir():
+        message = f"corpus not found at {CORPUS} (set PUBLISHER_CORPUS)"
+        if os.environ.get("PUBLISHER_REQUIRE_CORPUS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return CORPUS
+
+
+def write_config(folder: Path, **settings: Any) -> Path:
+    """A config.yaml in `folder` with test defaults; keyword arguments replace top-level keys."""
+    data: dict[str, Any] = {"store": "store", "output": "out", "state": "state",
+                            "assets_base_url": "https://assets.example.org/site/", "site": dict(SITE)}
+    data.update(settings)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def make_config(folder: Path, **settings: Any) -> Config:
+    return load_config(write_config(folder, **settings))
+
+
+def article_text(**fields: Any) -> str:
+    """Front matter for one article: sensible defaults, overridden (or removed, with None) by `fields`."""
+    slug = fields.pop("slug", "story")
+    data: dict[str, Any] = {
+        "title": f"Story {slug}",
+        "excerpt": f"Excerpt of {slug}.",
+        "publishedDateTime": "2024-01-02T03:04:05Z",
+        "webUrl": f"https://news.example.com/{slug}",
+        "type": "article",
+        "provider": {"name": "Example News", "domain": "news.example.com",
+                     "images": [{"url": "/assets/logos/news.png", "width": 50, "height": 50}]},
+        "topics": ["AI"],
+        "images": [{"url": f"https://img.example.com/{slug}.jpg", "width": 800, "height": 600}],
+        "secured": "SECRET-BLOB==",
+    }
+    for key, value in fields.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return "---\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def write_article(store: Path, name: str, **fields: Any) -> Path:
+    path = store / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields.setdefault("slug", Path(name).stem)
+    path.write_text(article_text(**fields), encoding="utf-8")
+    return path
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for a CLI subprocess: this checkout's package first, whatever the cwd."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "publisher", *map(str, args)], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file below `folder` with its bytes and modification time (ns)."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}

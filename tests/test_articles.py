@@ -1,0 +1,164 @@
+"""The article model: one document's front matter in, one validated Article (or a named problem) out."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from publisher.articles import UNKNOWN_TYPE, guess_image_type, parse_datetime, read_article
+from publisher.store import Document
+
+BASE = "https://everyday-cc.github.io/ai/"
+
+
+def doc(body: str = "", **meta) -> Document:
+    fields = {"title": "A title", "publishedDateTime": "2024-02-14T20:13:00Z",
+              "webUrl": "https://news.example.com/a"}
+    fields.update(meta)
+    return Document(source="news/a.md", metadata={k: v for k, v in fields.items() if v is not None}, body=body)
+
+
+def article(**meta):
+    result, problems = read_article(doc(**meta), BASE)
+    assert result is not None, problems
+    return result
+
+
+def problem(**meta):
+    result, problems = read_article(doc(**meta), BASE)
+    assert result is None and problems and problems[-1].fatal
+    return problems[-1]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2024-02-14T20:13:00Z", datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),
+    ("2024-02-14T21:13:00+01:00", datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),
+    ("2024-02-14T20:13:00", datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),  # naive means UTC
+    ("2024-02-14T20:13:00.987654Z", datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),
+    (datetime(2024, 2, 14, 20, 13), datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),
+    (datetime(2019, 12, 8, 8, 0, tzinfo=timezone(timedelta(hours=-8))),
+     datetime(2019, 12, 8, 16, 0, tzinfo=timezone.utc)),
+    (date(2024, 2, 14), datetime(2024, 2, 14, tzinfo=timezone.utc)),
+])
+def test_dates_become_utc_whole_seconds(value, expected):
+    parsed = parse_datetime(value)
+    assert parsed == expected and parsed.tzinfo == timezone.utc and parsed.microsecond == 0
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2024-13-01T00:00:00Z", 20240214, ["2024-02-14"]])
+def test_bad_dates_are_refused(value):
+    with pytest.raises(ValueError):
+        parse_datetime(value)
+
+
+def test_updated_defaults_to_published():
+    a = article()
+    assert a.updated == a.published
+    assert article(updatedDateTime="2024-03-01T00:00:00Z").updated == datetime(2024, 3, 1, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("meta, field, words", [
+    ({"title": None}, "title", "missing"),
+    ({"title": {"en": "map"}}, "title", "expected text"),
+    ({"title": "   "}, "title", "empty"),
+    ({"publishedDateTime": None}, "publishedDateTime", "missing"),
+    ({"publishedDateTime": "soon"}, "publishedDateTime", "not an ISO 8601 date"),
+    ({"webUrl": "ftp://news.example.com/a"}, "webUrl", "not an http(s) URL"),
+    ({"webUrl": "/relative/story"}, "webUrl", "relative URL"),
+    ({"webUrl": None}, "webUrl", "missing"),
+    ({"topics": ["AI", ["nested"]]}, "topics[1]", "expected a topic name"),
+    ({"topics": {"a": 1}}, "topics", "expected a list"),
+    ({"provider": "Forbes"}, "provider", "expected a mapping"),
+    ({"images": "https://x.example/a.jpg"}, "images", "expected a list"),
+    ({"published": "maybe"}, "published", "expected true or false"),
+    ({"quality": "high"}, "quality", "expected a number"),
+])
+def test_broken_fields_are_named(meta, field, words):
+    found = problem(**meta)
+    assert found.field == field and words in found.reason and found.source == "news/a.md"
+
+
+def test_not_an_article_without_title_and_date():
+    result, problems = read_article(Document("events/e.md", {"name": "NeurIPS", "startDateTime": "x"}, ""), BASE)
+    assert result is None and problems == []
+
+
+def test_original_url_is_the_fallback_link():
+    assert article(webUrl=None, originalUrl="https://orig.example.com/x").url == "https://orig.example.com/x"
+    a, problems = read_article(doc(webUrl="mailto:x@y", originalUrl="https://orig.example.com/x"), BASE)
+    assert a.url == "https://orig.example.com/x" and problems[0].field == "webUrl"
+
+
+def test_excerpt_entities_are_decoded_to_text():
+    assert article(excerpt="V&amp;L&nbsp;models &lt;3").summary == "V&L models <3"  # nbsp folds to a space
+    assert article(excerpt=None).summary is None
+
+
+def test_control_characters_are_stripped_everywhere():
+    a = article(title="Bad\x00 \x08title\x1b", excerpt="x\x0cy", topics=["A\x01I"], body="")
+    assert (a.title, a.summary, a.topics) == ("Bad title", "xy", ("AI",))
+
+
+def test_numbers_as_titles_are_text():
+    assert article(title=1984).title == "1984"
+
+
+def test_topics_collapse_duplicates_keep_order():
+    assert article(topics=["AI", "Machine Learning", "ai", "AI", None, "  Machine   Learning "]).topics == \
+        ("AI", "Machine Learning")
+
+
+def test_single_topic_string_is_one_topic():
+    assert article(topics="AI").topics == ("AI",)
+
+
+def test_images_in_every_shape():
+    a = article(images=[
+        {"url": "https://img.example.com/a.jpg", "width": 800, "height": 600, "isCached": True},
+        "https://img.example.com/b.png",
+        {"url": None, "width": 1},
+        {"url": "https://img.example.com/with space.jpg"},
+        {"url": "javascript:alert(1)"},
+        {"url": "https://img.example.com/a.jpg"},
+    ])
+    assert [i.url for i in a.images] == ["https://img.example.com/a.jpg", "https://img.example.com/b.png",
+                                         "https://img.example.com/with%20space.jpg"]
+    assert (a.images[0].width, a.images[0].height, a.images[1].width) == (800, 600, None)
+    _, problems = read_article(doc(images=[{"url": "javascript:alert(1)"}]), BASE)
+    assert problems[0].field == "images[0].url" and not problems[0].fatal
+
+
+def test_relative_logo_resolves_below_the_site_path():
+    a = article(provider={"name": "Medium", "domain": "medium.com",
+                          "images": [{"url": "/assets/images/organizations/medium.com-50x50.jpg"}]})
+    assert a.provider.logo.url == "https://everyday-cc.github.io/ai/assets/images/organizations/medium.com-50x50.jpg"
+    assert a.provider.uri == "https://medium.com/"
+
+
+def test_relative_url_without_base_is_dropped_with_a_warning():
+    result, problems = read_article(doc(images=["/a.jpg"]), None)
+    assert result.images == () and "assets_base_url" in problems[0].reason
+
+
+def test_unpublished_and_kept_fields():
+    a = article(published=False, quality=71, heat=-1, type="article", secured="blob")
+    assert (a.is_published, a.quality, a.heat, a.kind) == (False, 71, -1, "article")
+    assert "blob" not in repr(a)
+    assert article(published=None).is_published
+
+
+def test_body_is_content():
+    assert article(body="First para.\n\nSecond.").content == "First para.\n\nSecond."
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://x.example/a.JPG", "image/jpeg"),
+    ("https://x.example/a.png?w=10", "image/png"),
+    ("https://x.example/0x0.jpg?format=jpg&height=900", "image/jpeg"),
+    ("https://x.example/img?format=webp", "image/webp"),
+    ("https://x.example/img/abc", UNKNOWN_TYPE),
+    ("https://x.example/dir.v2/abc", UNKNOWN_TYPE),
+])
+def test_image_type_from_extension_or_format(url, expected):
+    assert guess_image_type(url) == expected

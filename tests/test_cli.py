@@ -1,0 +1,81 @@
+"""The command line as a user runs it: exit codes, messages, overrides."""
+
+from __future__ import annotations
+
+import shutil
+
+from tests.conftest import REPO, run_cli, write_article, write_config
+
+
+def test_module_entry_point_and_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("publisher ")
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "build" in result.stdout and "check" in result.stdout
+
+
+def test_missing_config_file_exits_2_naming_it(tmp_path):
+    result = run_cli("build", "-c", tmp_path / "nope.yaml")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"Error: {tmp_path / 'nope.yaml'}: config file not found"
+
+
+def test_invalid_config_exits_2_naming_the_key(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("site:\n  title: [a]\n")
+    result = run_cli("check", "-c", config)
+    assert result.returncode == 2 and "site.title: expected a non-empty title" in result.stderr
+
+
+def test_missing_store_exits_3(tmp_path):
+    result = run_cli("build", "-c", write_config(tmp_path, store="gone"))
+    assert result.returncode == 3 and "store folder not found" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_store_and_output_flags_override_relative_to_cwd(tmp_path):
+    write_article(tmp_path / "elsewhere", "a.md")
+    (tmp_path / "cfg").mkdir()
+    config = write_config(tmp_path / "cfg")
+    result = run_cli("build", "-c", config, "--store", "elsewhere", "--output", "public", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "public" / "all.atom").exists() and not (tmp_path / "cfg" / "out").exists()
+
+
+def test_check_lists_problems_and_writes_nothing(tmp_path):
+    store = tmp_path / "store"
+    write_article(store, "good.md")
+    write_article(store, "bad.md", publishedDateTime="someday")
+    write_article(store, "odd.md", images=["ftp://img.example.com/a.jpg"])
+    result = run_cli("check", "-c", write_config(tmp_path))
+    assert result.returncode == 1
+    assert "bad.md: publishedDateTime: not an ISO 8601 date: 'someday' (left out)" in result.stdout
+    assert "odd.md: images[0]: not an http(s) URL" in result.stdout
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
+def test_check_on_a_clean_store_exits_0(tmp_path):
+    write_article(tmp_path / "store", "good.md")
+    result = run_cli("check", "-c", write_config(tmp_path))
+    assert result.returncode == 0 and "0 problems" in result.stdout
+
+
+def test_quiet_and_verbose(tmp_path):
+    write_article(tmp_path / "store", "a.md", published=False)
+    config = write_config(tmp_path)
+    quiet = run_cli("build", "-q", "-c", config)
+    assert quiet.stderr == "" and "1 articles read" in quiet.stdout
+    verbose = run_cli("build", "-v", "-c", config)
+    assert "a.md: not published" in verbose.stderr
+
+
+def test_bundled_seeds_build_cleanly(tmp_path):
+    shutil.copytree(REPO / "seeds", tmp_path / "seeds")
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    result = run_cli("build", "--strict", "-c", tmp_path / "config.yaml")
+    assert result.returncode == 0 and "WARNING" not in result.stderr, result.stderr
+    assert len(list((tmp_path / "feeds" / "topics").glob("*.rss"))) >= 10
+    assert run_cli("check", "-c", tmp_path / "config.yaml").returncode == 0

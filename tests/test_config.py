@@ -1,0 +1,79 @@
+"""Configuration: defaults, the file, overrides, and errors that name the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from publisher.config import DEFAULTS, load_config
+from publisher.errors import ConfigError
+from tests.conftest import REPO, write_config
+
+
+def test_repository_config_loads_and_resolves_against_its_folder():
+    config = load_config(REPO / "config.yaml")
+    assert config.store == REPO / "seeds" and config.output == REPO / "feeds"
+    assert config.state == REPO / ".publisher"
+    assert config.site.base_url.endswith("/") and config.max_items == 50
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("")
+    config = load_config(tmp_path / "c.yaml")
+    assert config.store == tmp_path / "seeds" and config.max_items == DEFAULTS["max_items"]
+    assert config.site.home == config.site.base_url and config.site.description == config.site.title
+
+
+def test_paths_are_relative_to_the_config_file_not_the_cwd(tmp_path, monkeypatch):
+    sub = tmp_path / "etc"
+    sub.mkdir()
+    path = write_config(sub, store="../articles")
+    monkeypatch.chdir("/")
+    assert load_config(path).store == tmp_path / "articles"
+
+
+def test_overrides_win(tmp_path):
+    config = load_config(write_config(tmp_path), {"output": tmp_path / "elsewhere", "store": None})
+    assert config.output == tmp_path / "elsewhere" and config.store == tmp_path / "store"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("stor: seeds\n", "stor: unknown key"),
+    ("site:\n  titel: x\n", "site.titel: unknown key"),
+    ("max_items: many\n", "max_items: expected a whole number above 0, got 'many'"),
+    ("max_items: 0\n", "max_items: expected a whole number above 0"),
+    ("max_items: true\n", "max_items: expected a whole number"),
+    ("site: [a]\n", "site: expected a mapping"),
+    ("site:\n  base_url: feeds.example.org\n", "site.base_url: expected the absolute http(s) URL"),
+    ("include: '*.md'\n", "include: expected a list of glob patterns"),
+    ("assets_base_url: /assets\n", "assets_base_url: expected an absolute http(s) URL"),
+    ("site:\n  author: {name: A, mail: x}\n", "site.author.mail: unknown key"),
+    ("site:\n  author: {name: A, email: nope}\n", "site.author.email: expected an e-mail address"),
+    ("state: feeds/state\n", "state: must not be inside the output folder"),
+    ("output: seeds\n", "output: must not be the store folder"),
+    ("- a\n", "expected a mapping of settings"),
+    ("a: [\n", "not valid YAML"),
+])
+def test_invalid_config_names_the_key_and_file(tmp_path, text, words):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}: ") and words in str(error.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config.yaml: config file not found"):
+        load_config(tmp_path / "config.yaml")
+
+
+def test_author_as_name_or_mapping(tmp_path):
+    assert load_config(write_config(tmp_path, site={"author": "Ann"})).site.author.name == "Ann"
+    author = load_config(write_config(tmp_path, site={"author": {"name": "Ann", "email": "a@x.org"}})).site.author
+    assert (author.name, author.email, author.uri) == ("Ann", "a@x.org", None)
+
+
+def test_base_url_gets_a_trailing_slash(tmp_path):
+    config = load_config(write_config(tmp_path, site={"base_url": "https://x.example/feeds"}))
+    assert config.site.base_url == "https://x.example/feeds/"
