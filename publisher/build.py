@@ -102,7 +102,7 @@ def build(config: Config, now: datetime | None = None,
     files = {
         f"{feed.spec.path}{fmt.extension}": render(feed, fmt, config.site)
         for feed in feeds
-        for fmt in FORMATS.values()
+        for fmt in (FORMATS[name] for name in config.formats if name in FORMATS)
     }
     writes = write_outputs(config.output, files, manifest_path(config.state, config.output), stop_requested)
     skipped = Counter(invalid=collection.invalid, unpublished=live.unpublished, scheduled=live.scheduled, duplicate=live.duplicates)

@@ -5,10 +5,12 @@ the current directory, as a shell user expects)."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -24,6 +26,26 @@ DEFAULTS: dict[str, Any] = {
     "exclude": [],
     "assets_base_url": None,
     "max_items": 50,
+    "formats": ["atom", "rss", "json"],
+    "precompress": True,
+    "lock_timeout": "60s",
+    "schedule": {
+        "every": "15m",
+        "cron": None,
+        "timezone": "UTC",
+        "misfire_grace": "5m",
+    },
+    "websub": {
+        "hubs": [],
+    },
+    "enclosures": {
+        "probe": False,
+        "max_age": "7d",
+        "max_probes": 200,
+        "timeout": "10s",
+        "workers": 4,
+        "per_host": 2,
+    },
     "site": {
         "title": "Publisher feeds",
         "description": None,
@@ -57,6 +79,32 @@ class SiteConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    every: float | None  # seconds between builds; None when `cron` is set
+    cron: str | None  # a crontab line (five fields, weekday names or cron's Sunday = 0 numbering)
+    timezone: str
+    misfire_grace: float  # seconds
+
+
+@dataclass(frozen=True)
+class WebSubConfig:
+    hubs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EnclosureConfig:
+    probe: bool
+    max_age: float  # seconds a successful probe stays fresh
+    max_probes: int  # new probes per build
+    timeout: float  # seconds, connect and read
+    workers: int
+    per_host: int
+
+
+FORMAT_NAMES = ("atom", "rss", "json")
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     store: Path
@@ -67,6 +115,13 @@ class Config:
     assets_base_url: str | None
     max_items: int
     site: SiteConfig
+    formats: tuple[str, ...] = ("atom", "rss", "json")
+    precompress: bool = True
+    lock_timeout: float = 60.0
+    schedule: ScheduleConfig = ScheduleConfig(every=900.0, cron=None, timezone="UTC", misfire_grace=300.0)
+    websub: WebSubConfig = WebSubConfig(hubs=())
+    enclosures: EnclosureConfig = EnclosureConfig(probe=False, max_age=7 * 86400.0, max_probes=200,
+                                                  timeout=10.0, workers=4, per_host=2)
 
 
 def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -151,6 +206,33 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
     max_items = check("max_items", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
                       "a whole number above 0")
 
+    def duration(key: str) -> float:
+        value = check(key, lambda v: parse_duration(v) is not None, "a duration like 30s, 15m, 2h or 7d")
+        return parse_duration(value)
+
+    def flag(key: str) -> bool:
+        return check(key, lambda v: isinstance(v, bool), "true or false")
+
+    def count(key: str) -> int:
+        return check(key, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                     "a whole number above 0")
+
+    formats = check("formats", lambda v: isinstance(v, list) and v and all(f in FORMAT_NAMES for f in v),
+                    f"a non-empty list of formats from {', '.join(FORMAT_NAMES)}")
+    schedule = _schedule(values["schedule"], file, duration)
+    hubs = check("websub.hubs", lambda v: isinstance(v, list) and all(_is_http_url(h) for h in v),
+                 "a list of absolute http(s) hub URLs")
+    enclosures = EnclosureConfig(
+        probe=flag("enclosures.probe"),
+        max_age=duration("enclosures.max_age"),
+        max_probes=check("enclosures.max_probes",
+                         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                         "a whole number (0 or more)"),
+        timeout=duration("enclosures.timeout"),
+        workers=count("enclosures.workers"),
+        per_host=count("enclosures.per_host"),
+    )
+
     base_url = check("site.base_url", _is_http_url, "the absolute http(s) URL where the output folder is served")
     base_url = base_url if base_url.endswith("/") else base_url + "/"
     title = check("site.title", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty title")
@@ -174,7 +256,56 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         assets_base_url=optional_url("assets_base_url"),
         max_items=max_items,
         site=site,
+        formats=tuple(dict.fromkeys(formats)),
+        precompress=flag("precompress"),
+        lock_timeout=duration("lock_timeout"),
+        schedule=schedule,
+        websub=WebSubConfig(hubs=tuple(hubs)),
+        enclosures=enclosures,
     )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from "30s", "15m", "2h", "7d" or a plain number of seconds; None when it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    match = _DURATION.match(value)
+    if not match:
+        return None
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _schedule(raw: dict[str, Any], file: str, duration: Callable[[str], float]) -> ScheduleConfig:
+    every, cron = raw.get("every"), raw.get("cron")
+    if cron is not None:
+        if not isinstance(cron, str) or len(cron.split()) != 5:
+            raise ConfigError(f"{file}: schedule.cron: expected a crontab line with five fields like "
+                              f"'*/15 * * * *', got {_describe(cron)}")
+        every_seconds = None
+    elif every is None:
+        raise ConfigError(f"{file}: schedule: expected `every` (like 15m) or `cron` (like '*/15 * * * *')")
+    else:
+        every_seconds = duration("schedule.every")
+        if every_seconds <= 0:
+            raise ConfigError(f"{file}: schedule.every: expected a duration above 0, got {_describe(every)}")
+    timezone_name = raw.get("timezone")
+    try:
+        ZoneInfo(timezone_name) if isinstance(timezone_name, str) else None
+    except (ZoneInfoNotFoundError, ValueError):
+        timezone_name = None
+    if not isinstance(timezone_name, str):
+        raise ConfigError(f"{file}: schedule.timezone: expected a time zone name like UTC or Europe/Paris, "
+                          f"got {_describe(raw.get('timezone'))}")
+    return ScheduleConfig(every=every_seconds, cron=cron, timezone=timezone_name,
+                          misfire_grace=duration("schedule.misfire_grace"))
 
 
 def _author(value: Any, file: str) -> Author | None:

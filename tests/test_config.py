@@ -77,3 +77,36 @@ def test_author_as_name_or_mapping(tmp_path):
 def test_base_url_gets_a_trailing_slash(tmp_path):
     config = load_config(write_config(tmp_path, site={"base_url": "https://x.example/feeds"}))
     assert config.site.base_url == "https://x.example/feeds/"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("formats: [atom, xml]\n", "formats: expected a non-empty list of formats from atom, rss, json"),
+    ("formats: []\n", "formats: expected a non-empty list"),
+    ("precompress: yes please\n", "precompress: expected true or false"),
+    ("lock_timeout: soon\n", "lock_timeout: expected a duration like 30s"),
+    ("schedule:\n  every: often\n", "schedule.every: expected a duration like 30s, 15m, 2h or 7d, got 'often'"),
+    ("schedule:\n  every: 0s\n", "schedule.every: expected a duration above 0"),
+    ("schedule:\n  cron: '* * *'\n", "schedule.cron: expected a crontab line with five fields"),
+    ("schedule:\n  every: null\n", "schedule: expected `every`"),
+    ("schedule:\n  timezone: Mars/Olympus\n", "schedule.timezone: expected a time zone name"),
+    ("websub:\n  hubs: [hub.example.org]\n", "websub.hubs: expected a list of absolute http(s) hub URLs"),
+    ("enclosures:\n  workers: 0\n", "enclosures.workers: expected a whole number above 0"),
+    ("enclosures:\n  max_probes: -1\n", "enclosures.max_probes: expected a whole number (0 or more)"),
+    ("enclosures:\n  probe: 1\n", "enclosures.probe: expected true or false"),
+])
+def test_invalid_operational_settings(tmp_path, text, words):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert words in str(error.value), str(error.value)
+
+
+@pytest.mark.parametrize("text, every", [("2h", 7200.0), ("90", 90.0), ("1.5m", 90.0), ("1s", 1.0)])
+def test_durations(tmp_path, text, every):
+    assert load_config(write_config(tmp_path, schedule={"every": text})).schedule.every == every
+
+
+def test_cron_wins_over_every(tmp_path):
+    schedule = load_config(write_config(tmp_path, schedule={"cron": "*/5 * * * 1-5"})).schedule
+    assert (schedule.every, schedule.cron) == (None, "*/5 * * * 1-5")
