@@ -1,6 +1,6 @@
 """The build: the whole pipeline in one pass, config -> store scan -> article model -> feed selection ->
-rendering -> writing. Each stage is a plain function of plain data; this module only calls them in turn
-and counts what happened."""
+(enclosure probing) -> rendering -> writing -> notifying (WebSub). Each stage is a plain function of plain
+data; this module only calls them in turn and counts what happened."""
 
 from __future__ import annotations
 
@@ -11,26 +11,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from publisher import store
-from publisher.articles import Article, Problem, read_article
+from publisher import catalog
+from publisher.catalog import Collection
 from publisher.config import Config
-from publisher.errors import ArticleError
+from publisher.errors import BuildInterrupted
+from publisher.pages import site_pages
+from publisher.precompress import gzip_copies
+from publisher.probe import ProbeReport, apply_sizes, enclosure_urls, probe_enclosures
 from publisher.render import FORMATS, render
 from publisher.selection import Feed, live_articles, select_feeds
+from publisher.web import user_agent
+from publisher.websub import Ping, changed_feed_urls, ping_hubs
 from publisher.writer import WriteResult, manifest_path, write_outputs
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Collection:
-    """What the store holds: its articles (published or not) and every problem found reading it."""
-
-    files: int = 0
-    articles: list[Article] = field(default_factory=list)
-    not_articles: int = 0
-    invalid: int = 0
-    problems: list[Problem] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +35,8 @@ class BuildReport:
     writes: WriteResult
     next_due: datetime | None
     seconds: float
+    probes: ProbeReport | None = None  # None when enclosures.probe is off
+    pings: list[Ping] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -59,34 +55,20 @@ class BuildReport:
                 f"{len(w.written)} files written, {len(w.unchanged)} unchanged, {len(w.removed)} removed")
         if w.failed:
             line += f", {len(w.failed)} FAILED"
+        if self.probes is not None:
+            p = self.probes
+            line += (f"; enclosures: {p.probed} probed, {p.failed} failed"
+                     f"{f', {p.deferred} deferred' if p.deferred else ''}")
+        if self.pings:
+            line += (f"; WebSub: {sum(1 for ping in self.pings if ping.ok)} pings sent, "
+                     f"{sum(1 for ping in self.pings if not ping.ok)} failed")
         return f"{line}; {self.seconds:.2f}s"
 
 
 def collect(config: Config) -> Collection:
-    """Scan the store and read every candidate file. Raises StoreError when the store cannot be read."""
-    found = Collection()
-    paths = store.scan(config.store, config.include, config.exclude, skip=(config.output, config.state))
-    for relative in paths:
-        try:
-            document = store.read(config.store, relative)
-        except ArticleError as exc:
-            found.invalid += 1
-            found.problems.append(Problem(exc.source, exc.field, exc.reason, fatal=True))
-            continue
-        if document is None:
-            logger.debug("%s: no front matter, not part of the store's data", relative)
-            continue
-        found.files += 1
-        article, problems = read_article(document, config.assets_base_url)
-        found.problems.extend(problems)
-        if article is not None:
-            found.articles.append(article)
-        elif problems:
-            found.invalid += 1
-        else:
-            found.not_articles += 1
-            logger.debug("%s: not an article (no title, no publishedDateTime)", relative)
-    return found
+    """Scan the store and read what changed since the last build's scan, writing nothing (`publisher check`).
+    Raises StoreError when the store cannot be read."""
+    return catalog.collect(config, save=False)
 
 
 def build(config: Config, now: datetime | None = None,
@@ -94,17 +76,32 @@ def build(config: Config, now: datetime | None = None,
     """Build every feed from the store and bring the output folder up to date."""
     started = time.monotonic()
     now = now or datetime.now(timezone.utc)
-    collection = collect(config)
+    collection = catalog.collect(config)  # and remember what each file yielded, in the state folder
     for problem in collection.problems:
         logger.warning("%s%s", problem, "; left out of every feed" if problem.fatal else "")
     live = live_articles(collection.articles, now)
-    feeds = select_feeds(live.articles, config.site.title, config.max_items)
+    feeds = collection.resolve(select_feeds(live.articles, config.site.title, config.max_items))
+    probes = None
+    if config.enclosures.probe:
+        probes = probe_enclosures(enclosure_urls(feeds), config.state, config.enclosures,
+                                  user_agent(config.site.home), now.timestamp(), stop_requested)
+        feeds = apply_sizes(feeds, probes.sizes)
+    formats = [FORMATS[name] for name in config.formats]
     files = {
-        f"{feed.spec.path}{fmt.extension}": render(feed, fmt, config.site)
+        f"{feed.spec.path}{fmt.extension}": render(feed, fmt, config.site, config.websub.hubs)
         for feed in feeds
-        for fmt in (FORMATS[name] for name in config.formats if name in FORMATS)
+        for fmt in formats
     }
+    files.update(site_pages(feeds, formats, config.site))
+    if config.precompress:
+        files.update(gzip_copies(files))
+    if stop_requested():
+        # Stopping before the first write leaves every served file as it was.
+        raise BuildInterrupted("stop requested before writing; nothing written")
     writes = write_outputs(config.output, files, manifest_path(config.state, config.output), stop_requested)
+    pings = ping_hubs(config.websub.hubs, changed_feed_urls(writes.written, config.site.base_url),
+                      user_agent(config.site.home))
     skipped = Counter(invalid=collection.invalid, unpublished=live.unpublished, scheduled=live.scheduled, duplicate=live.duplicates)
-    report = BuildReport(collection, feeds, skipped, writes, live.next_due, time.monotonic() - started)
+    report = BuildReport(collection, feeds, skipped, writes, live.next_due, time.monotonic() - started,
+                         probes=probes, pings=pings)
     return report

@@ -4,15 +4,23 @@ function, and turns the library's exceptions into a one-line `Error: ...` and a 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 from publisher import __version__
-from publisher.build import build, collect
+from publisher.build import collect
+from publisher.daemon import run_daemon
+from publisher.jobs import locked_build
+from publisher.lock import LockTimeout
+from publisher.logs import JsonFormatter
+from publisher.status import assess, format_status, read_status
 from publisher.config import Config, load_config
-from publisher.errors import ConfigError, PublisherError, StoreError
+from publisher.errors import ConfigError, PublisherError, ServeError, StoreError
+from publisher.serve import DEFAULT_HOST, DEFAULT_PORT, serve
 
 logger = logging.getLogger("publisher")
 
@@ -21,12 +29,13 @@ EXIT_PROBLEMS = 1  # build --strict: an article was skipped; check: problems fou
 EXIT_CONFIG = 2  # invalid config or command line
 EXIT_STORE = 3  # the store cannot be read
 EXIT_WRITE = 4  # an output file could not be written (the previous one stays)
+EXIT_LOCKED = 75  # another build held the lock past lock_timeout (EX_TEMPFAIL: try again later)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args.verbose, args.quiet, args.log_format)
     try:
         config = _config(args)
         return int(args.command(args, config))
@@ -50,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="configuration file (default: config.yaml)")
     common.add_argument("-v", "--verbose", action="store_true", help="log per-article detail")
     common.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    common.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines as text (default) or as JSON objects, for log shippers")
     commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
 
     build_cmd = commands.add_parser("build", parents=[common], help="build the feeds once",
@@ -63,20 +74,57 @@ def _parser() -> argparse.ArgumentParser:
                                     description="Read the whole store and list every problem; write nothing.")
     check_cmd.add_argument("--store", type=Path, help="article folder (overrides `store`)")
     check_cmd.set_defaults(command=_check)
+
+    run_cmd = commands.add_parser("run", parents=[common], help="run as a daemon, building on a schedule",
+                                  description="Build at start, then on the schedule from the config, until "
+                                  "SIGTERM or SIGINT; SIGHUP reloads the config.")
+    run_cmd.add_argument("--store", type=Path, help="article folder (overrides `store`)")
+    run_cmd.add_argument("--output", type=Path, help="output folder (overrides `output`)")
+    run_cmd.set_defaults(command=_run)
+
+    status_cmd = commands.add_parser("status", parents=[common], help="show the last build and the next run",
+                                     description="Print the status file: last build, its result and counts, "
+                                     "next run. Exit 0 when healthy, 1 otherwise.")
+    status_cmd.add_argument("--json", action="store_true", help="print the status file as JSON")
+    status_cmd.set_defaults(command=_status)
+
+    serve_cmd = commands.add_parser("serve", parents=[common], help="preview the output folder over HTTP",
+                                    description="Serve the output folder on a local address with the feeds' "
+                                    "content types, ETag, Last-Modified and gzip, until Ctrl-C. For trying "
+                                    "things out: use nginx (deploy/nginx.conf) in production.")
+    serve_cmd.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})")
+    serve_cmd.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                           help=f"port to listen on, 0 for any free one (default: {DEFAULT_PORT})")
+    serve_cmd.add_argument("--output", type=Path, help="folder to serve (overrides `output`)")
+    serve_cmd.set_defaults(command=_serve)
     return parser
 
 
+def _port(value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value!r}")
+    return int(value)
+
+
 def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, _overrides(args))
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     for key in ("store", "output"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value.expanduser().resolve()  # command-line paths are relative to the cwd
-    return load_config(args.config, overrides)
+    return overrides
 
 
 def _build(args: argparse.Namespace, config: Config) -> int:
-    report = build(config)
+    try:
+        report = locked_build(config)
+    except LockTimeout as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     print(f"publisher: {report.summary()}")
     if not report.ok:
         for path, cause in report.writes.failed:
@@ -97,7 +145,40 @@ def _check(args: argparse.Namespace, config: Config) -> int:
     return EXIT_PROBLEMS if found.problems else EXIT_OK
 
 
-def _setup_logging(verbose: bool, quiet: bool) -> None:
+def _run(args: argparse.Namespace, config: Config) -> int:
+    return run_daemon(args.config, config, _overrides(args))
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    status = read_status(config.state)
+    if status is None:
+        print(f"Error: no status yet in {config.state}: no build has run with this config", file=sys.stderr)
+        return EXIT_PROBLEMS
+    healthy, verdict = assess(status, config)
+    if args.json:
+        print(json.dumps({**asdict(status), "healthy": healthy, "verdict": verdict}, indent=1, sort_keys=True))
+    else:
+        print(format_status(status, verdict))
+    return EXIT_OK if healthy else EXIT_PROBLEMS
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    def announce(url: str) -> None:
+        print(f"publisher: serving {config.output} at {url} (Ctrl-C to stop)", flush=True)
+
+    try:
+        serve(config, args.host, args.port, announce)
+    except ServeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+def _setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%Y-%m-%dT%H:%M:%S", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler])
+    # APScheduler's own INFO lines ("Added job", "Running job") repeat what the daemon logs.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)

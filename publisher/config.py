@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from publisher.errors import ConfigError
+from publisher.schedule import cron_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +290,10 @@ def _schedule(raw: dict[str, Any], file: str, duration: Callable[[str], float]) 
         if not isinstance(cron, str) or len(cron.split()) != 5:
             raise ConfigError(f"{file}: schedule.cron: expected a crontab line with five fields like "
                               f"'*/15 * * * *', got {_describe(cron)}")
+        try:
+            cron_trigger(cron, "UTC")
+        except ValueError as exc:
+            raise ConfigError(f"{file}: schedule.cron: {exc} in {cron!r}") from None
         every_seconds = None
     elif every is None:
         raise ConfigError(f"{file}: schedule: expected `every` (like 15m) or `cron` (like '*/15 * * * *')")

@@ -32,3 +32,11 @@ class ArticleError(PublisherError):
 
 class WriteError(PublisherError):
     """An output file could not be written; the previous version stays in place."""
+
+
+class BuildInterrupted(PublisherError):
+    """A stop was requested (SIGTERM) before the build started writing; nothing was written."""
+
+
+class ServeError(PublisherError):
+    """The preview server cannot start: the output folder is missing or the address cannot be bound."""

@@ -1,9 +1,12 @@
-"""Rendering: one Feed to the bytes of one format, with feedgen.
+"""Rendering: one Feed to the bytes of one format.
 
 Format knowledge lives here, next to the spec it follows:
-- Atom 1.0, RFC 4287 (https://www.rfc-editor.org/rfc/rfc4287);
-- RSS 2.0 (https://www.rssboard.org/rss-specification), with Dublin Core `dc:creator` for the source (RSS
-  `<author>` must be an e-mail address) and Media RSS (https://www.rssboard.org/media-rss) for images.
+- Atom 1.0, RFC 4287 (https://www.rfc-editor.org/rfc/rfc4287), with feedgen;
+- RSS 2.0 (https://www.rssboard.org/rss-specification), with feedgen, Dublin Core `dc:creator` for the source
+  (RSS `<author>` must be an e-mail address) and Media RSS (https://www.rssboard.org/media-rss) for images;
+- JSON Feed 1.1 (https://www.jsonfeed.org/version/1.1/), written directly: feedgen does not know it;
+- WebSub discovery (https://www.w3.org/TR/websub/#discovery): a `rel="hub"` link per configured hub in
+  every format, beside the `rel="self"` link that names the topic URL.
 
 feedgen formats RSS dates by switching the process-wide locale, so rendering must stay on one thread; the
 build never renders from more than one.
@@ -12,9 +15,10 @@ build never renders from more than one.
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -25,52 +29,64 @@ from publisher.articles import Article, Image
 from publisher.config import SiteConfig
 from publisher.selection import Feed
 
+ATOM_NS = "http://www.w3.org/2005/Atom"
 MEDIA_NS = "http://search.yahoo.com/mrss/"
+JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 # The date of an empty feed: fixed, so that an empty feed's bytes never change between builds.
 EMPTY_FEED_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
 class Format:
-    name: str
+    name: str  # as in config `formats`
     extension: str
     media_type: str
-    render: Callable[[FeedGenerator], bytes]
-
-
-FORMATS: dict[str, Format] = {
-    "atom": Format("atom", ".atom", "application/atom+xml",
-                   lambda fg: fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)),
-    "rss": Format("rss", ".rss", "application/rss+xml",
-                  lambda fg: fg.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)),
-}
+    label: str  # what people call it, for links on the index page
+    # (feed, this format, site, WebSub hub URLs) -> the complete document
+    render: Callable[[Feed, "Format", SiteConfig, tuple[str, ...]], bytes]
 
 
 def feed_url(site: SiteConfig, feed: Feed, fmt: Format) -> str:
     return f"{site.base_url}{feed.spec.path}{fmt.extension}"
 
 
-def render(feed: Feed, fmt: Format, site: SiteConfig) -> bytes:
+def render(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...] = ()) -> bytes:
     """The complete document of `feed` in format `fmt`. Same feed, same bytes."""
-    fg = _generator(feed, fmt, site)
+    return fmt.render(feed, fmt, site, tuple(hubs))
+
+
+def _atom(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> bytes:
+    return _feedgen(feed, fmt, site, hubs).atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+
+
+def _rss(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> bytes:
+    return _feedgen(feed, fmt, site, hubs).rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+
+
+def _feedgen(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> FeedGenerator:
+    fg = _generator(feed, fmt, site, hubs)
     for article in feed.entries:
         _add_entry(fg, article)
-    return fmt.render(fg)
+    return fg
 
 
-def _generator(feed: Feed, fmt: Format, site: SiteConfig) -> FeedGenerator:
+def _generator(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> FeedGenerator:
     fg = FeedGenerator()
     fg.register_extension("atom_enclosures", _NoFeedExtension, _AtomEnclosures, atom=True, rss=False)
     fg.register_extension("rss_item", _MediaNamespace, _RssItem, atom=False, rss=True)
     fg.load_extension("dc", atom=False, rss=True)
+    if hubs:
+        fg.register_extension("rss_hubs", _RssHubs, atom=False, rss=True)
+        fg.rss_hubs.hubs = hubs
     self_url = feed_url(site, feed, fmt)
     fg.id(self_url)
     fg.title(feed.spec.title)
-    fg.description(site.description if feed.spec.label is None
-                   else f"{site.description} Topic: {feed.spec.label}.")
+    fg.description(feed_description(feed, site))
     # RSS <link> takes the last link set (feedgen), so the home page goes last; RSS gets the self link as
     # atom:link (RSS Advisory Board best practice).
     fg.link(href=self_url, rel="self", type=fmt.media_type)
+    for hub in hubs:  # Atom only: feedgen drops rel="hub" from RSS (upstream #122); _RssHubs writes it
+        fg.link(href=hub, rel="hub")
     fg.link(href=site.home, rel="alternate", type="text/html")
     if site.language:
         fg.language(site.language)
@@ -116,6 +132,10 @@ def _add_entry(fg: FeedGenerator, article: Article) -> None:
     fe.rss_item.article = article
 
 
+def feed_description(feed: Feed, site: SiteConfig) -> str:
+    return site.description if feed.spec.label is None else f"{site.description} Topic: {feed.spec.label}."
+
+
 def lead_image(article: Article) -> Image | None:
     enclosures = article.enclosures
     return enclosures[0] if enclosures else None
@@ -147,6 +167,23 @@ class _AtomEnclosures(BaseEntryExtension):
             etree.SubElement(entry, "link", rel="enclosure", type=image.mime_type,
                              length=str(image.length), href=image.url)
         return entry
+
+
+class _RssHubs(BaseExtension):
+    """`<atom:link rel="hub">` per hub right after the self link: feedgen 1.0.0 writes only the first self
+    link of the Atom links into RSS and drops every other (upstream #122)."""
+
+    def __init__(self) -> None:
+        self.hubs: tuple[str, ...] = ()
+
+    def extend_rss(self, rss: etree._Element) -> etree._Element:
+        channel = rss.find("channel")
+        links = channel.findall(f"{{{ATOM_NS}}}link")
+        position = channel.index(links[-1]) + 1 if links else len(channel)
+        for offset, hub in enumerate(self.hubs):
+            link = etree.Element(f"{{{ATOM_NS}}}link", href=hub, rel="hub")
+            channel.insert(position + offset, link)
+        return rss
 
 
 class _MediaNamespace(BaseExtension):
@@ -192,3 +229,70 @@ class _RssItem(BaseEntryExtension):
 def _dimensions(image: Image) -> dict[str, str]:
     sizes = {"width": image.width, "height": image.height}
     return {key: str(value) for key, value in sizes.items() if value}
+
+
+def _json_feed(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> bytes:
+    """JSON Feed 1.1: the same entries in the same order with the same ids as the Atom and RSS feeds."""
+    document: dict[str, Any] = {
+        "version": JSON_FEED_VERSION,
+        "title": feed.spec.title,
+        "home_page_url": site.home,
+        "feed_url": feed_url(site, feed, fmt),
+        "description": feed_description(feed, site),
+    }
+    # JSON Feed's `icon` is the large square image and `favicon` the small one: the site's logo and icon.
+    if site.logo:
+        document["icon"] = site.logo
+    if site.icon:
+        document["favicon"] = site.icon
+    author = site.author
+    document["authors"] = [_json_author(author.name if author else site.title, author.uri if author else None)]
+    if site.language:
+        document["language"] = site.language
+    if hubs:
+        document["hubs"] = [{"type": "WebSub", "url": hub} for hub in hubs]
+    document["items"] = [_json_item(article) for article in feed.entries]
+    text = json.dumps(document, ensure_ascii=False, indent=2)
+    return (text + "\n").encode("utf-8")
+
+
+def _json_item(article: Article) -> dict[str, Any]:
+    item: dict[str, Any] = {"id": article.id, "url": article.url, "title": article.title}
+    # 1.1: an item has content_html or content_text; the body when there is one, else the excerpt's text.
+    if article.content:
+        item["content_html"] = _paragraphs(article.content)
+        if article.summary:
+            item["summary"] = article.summary
+    else:
+        item["content_text"] = article.summary or ""
+    lead = lead_image(article)
+    if lead is not None:
+        item["image"] = lead.url
+    item["date_published"] = article.published.isoformat()
+    item["date_modified"] = article.updated.isoformat()
+    provider = article.provider
+    if provider and (provider.name or provider.domain):
+        item["authors"] = [_json_author(provider.name or provider.domain, provider.uri)]
+    if article.topics:
+        item["tags"] = list(article.topics)
+    if article.enclosures:
+        item["attachments"] = [_json_attachment(image) for image in article.enclosures]
+    return item
+
+
+def _json_author(name: str, url: str | None) -> dict[str, str]:
+    return {"name": name, **({"url": url} if url else {})}
+
+
+def _json_attachment(image: Image) -> dict[str, Any]:
+    attachment: dict[str, Any] = {"url": image.url, "mime_type": image.mime_type}
+    if image.length > 0:  # 0 means unknown; JSON Feed leaves the size out rather than say 0
+        attachment["size_in_bytes"] = image.length
+    return attachment
+
+
+FORMATS: dict[str, Format] = {
+    "atom": Format("atom", ".atom", "application/atom+xml", "Atom", _atom),
+    "rss": Format("rss", ".rss", "application/rss+xml", "RSS", _rss),
+    "json": Format("json", ".json", "application/feed+json", "JSON Feed", _json_feed),
+}

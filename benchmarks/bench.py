@@ -1,0 +1,261 @@
+"""Benchmark: how `publisher build` scales with the size of the store.
+
+    python benchmarks/bench.py                 # 10,000 articles (about two minutes)
+    python benchmarks/bench.py --size 100k     # 100,000 articles, 100 topics (about ten minutes)
+
+It generates a synthetic store shaped like the real corpus (../shared/corpus: file sizes, 2020s files with
+`related` lists, images, provider logos in their three forms, unpublished and non-article files, 2013-2023
+dates, one topic on every article and a long tail of others) in a temporary folder, then times the real
+command, `python -m publisher build -q`, each in a fresh process, several times, and prints the median of:
+cold build (no scan cache, no output), no-op rebuild, rebuild after one new file, rebuild after 1% of the
+files changed, the peak resident memory of a cold build, and the files the no-op rebuild rewrote (must be 0).
+Times are wall-clock times of the whole command, interpreter start-up included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The build runs in a child that reports its own and its workers' peak resident memory.
+CHILD = """
+import json, resource, sys
+from publisher.cli import main
+code = main(["build", "-q", "-c", sys.argv[1]])
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"code": code, "own_kib": own, "worker_kib": workers}), file=sys.stderr)
+"""
+
+WORDS = ("model data learning neural network intelligence machine vision language robot health market "
+         "startup research cloud chip compute training inference agent safety policy privacy face "
+         "recognition autonomous vehicle drug discovery finance fraud retail search voice assistant "
+         "translation image video generative open source benchmark dataset deployment edge sensor").split()
+PROVIDERS = [(f"Provider {n}", f"provider{n}.example.com") for n in range(95)]
+TOPICS = ["AI"] + [f"Topic {n:02d}" for n in range(1, 100)]  # "AI" is on every article, as in the corpus
+
+
+@dataclass
+class Result:
+    seconds: float
+    own_kib: int
+    worker_kib: int
+    rewritten: int
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="10k", help="articles in the store: 10k, 100k or a number (default 10k)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each scenario; the median is shown")
+    parser.add_argument("--topics", type=int, default=100, help="distinct topics (default 100)")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    size = parse_size(args.size)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="publisher-bench-"))
+    try:
+        return run(work, size, args.runs, args.topics)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    return int(float(text[:-1]) * 1000) if text.endswith("k") else int(text)
+
+
+def run(work: Path, size: int, runs: int, topics: int) -> int:
+    store, config = work / "store", work / "config.yaml"
+    rng = random.Random(6)
+    started = time.monotonic()
+    generated = generate(store, size, topics, rng)
+    config.write_text(config_text(), encoding="utf-8")
+    print(f"generated {generated} files ({du(store) / 2**20:.0f} MiB) in {time.monotonic() - started:.0f}s "
+          f"under {store}", file=sys.stderr)
+    rows: dict[str, list[Result]] = {name: [] for name in ("cold", "noop", "one", "percent")}
+    serial = size
+    for index in range(runs):
+        shutil.rmtree(work / "state", ignore_errors=True)
+        shutil.rmtree(work / "out", ignore_errors=True)
+        rows["cold"].append(timed(config, work / "out"))
+        rows["noop"].append(timed(config, work / "out"))
+        serial += 1
+        (store / "_news" / f"new-{serial}.md").write_text(article(rng, serial, topics), encoding="utf-8")
+        rows["one"].append(timed(config, work / "out"))
+        change_some(store, rng, max(1, size // 100))
+        rows["percent"].append(timed(config, work / "out"))
+        progress = ", ".join(f"{name} {results[-1].seconds:.2f}s" for name, results in rows.items())
+        print(f"run {index + 1}/{runs}: {progress}", file=sys.stderr)
+    print(table(size, topics, runs, rows))
+    return 0 if all(result.rewritten == 0 for result in rows["noop"]) else 1
+
+
+def timed(config: Path, output: Path) -> Result:
+    before = files_state(output)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CHILD, str(config)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    seconds = time.perf_counter() - started
+    usage = json.loads(done.stderr.strip().splitlines()[-1]) if done.stderr.strip() else {}
+    if done.returncode or usage.get("code"):
+        sys.exit(f"build failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    after = files_state(output)
+    rewritten = sum(1 for path, stamp in after.items() if path in before and before[path] != stamp)
+    return Result(seconds, usage["own_kib"], usage["worker_kib"], rewritten)
+
+
+def files_state(folder: Path) -> dict[str, tuple[int, int]]:
+    if not folder.is_dir():
+        return {}
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_ino) for p in folder.rglob("*") if p.is_file()}
+
+
+def table(size: int, topics: int, runs: int, rows: dict[str, list[Result]]) -> str:
+    def median(name: str) -> float:
+        return statistics.median(result.seconds for result in rows[name])
+    cold = rows["cold"]
+    own = max(result.own_kib for result in cold) / 1024
+    worker = max(result.worker_kib for result in cold) / 1024
+    workers = os.cpu_count() or 1
+    lines = [
+        f"publisher build, {size:,} articles, {topics} topics, median of {runs} runs "
+        f"({os.cpu_count()} cores, Python {platform.python_version()})",
+        "",
+        "| scenario | result |",
+        "| --- | --- |",
+        f"| cold build (no cache, empty output) | {median('cold'):.2f} s |",
+        f"| no-op rebuild | {median('noop'):.2f} s |",
+        f"| rebuild after one new file | {median('one'):.2f} s |",
+        f"| rebuild after 1% of files changed ({max(1, size // 100):,}) | {median('percent'):.2f} s |",
+        f"| peak memory, cold build: build process | {own:.0f} MiB |",
+        f"| peak memory, cold build: largest parse worker ({workers} at most) | {worker:.0f} MiB |",
+        f"| files rewritten by the no-op rebuild | {max(result.rewritten for result in rows['noop'])} |",
+    ]
+    return "\n".join(lines)
+
+
+def du(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def config_text() -> str:
+    return "\n".join([
+        "store: store", "output: out", "state: state", "assets_base_url: https://everyday-cc.github.io/ai/",
+        "max_items: 50", "site:", "  title: Bench", "  base_url: https://feeds.example.org/", "",
+    ])
+
+
+def generate(store: Path, size: int, topics: int, rng: random.Random) -> int:
+    """`size` articles plus the non-article documents a real store holds (about 1 in 20 files)."""
+    (store / "_news").mkdir(parents=True)
+    (store / "_archive" / "_news").mkdir(parents=True)
+    (store / "_events").mkdir()
+    (store / "_data" / "topics").mkdir(parents=True)
+    for serial in range(size):
+        text = article(rng, serial, topics)
+        year = int(text.split("publishedDateTime: ", 1)[1][:4])
+        folder = store / ("_news" if year >= 2020 else "_archive/_news")
+        (folder / f"{year}-{serial:07d}-{slug(rng)}.md").write_text(text, encoding="utf-8")
+    others = size // 20
+    for serial in range(others):
+        if serial % 2:
+            (store / "_events" / f"event-{serial}.md").write_text(event(rng, serial), encoding="utf-8")
+        else:
+            (store / "_data" / "topics" / f"topic-{serial}.yaml").write_text(
+                f"---\nname: Topic {serial}\nslug: topic-{serial}\n---\n", encoding="utf-8")
+    (store / "README.md").write_text("# The store\n\nNot front matter.\n", encoding="utf-8")
+    return size + others + 1
+
+
+def slug(rng: random.Random) -> str:
+    return "-".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9)))
+
+
+def sentence(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize()
+
+
+def quoted(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)
+
+
+def article(rng: random.Random, serial: int, topics: int) -> str:
+    year = rng.choice(range(2013, 2024))
+    date = f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    clock = "00:00:00" if rng.random() < 0.4 else f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00"
+    name, domain = rng.choice(PROVIDERS)
+    url = f"https://www.{domain}/{year}/{serial}/{slug(rng)}/"
+    # "AI" on every article, then a long tail: a few topics are common, most are rare.
+    extra = {TOPICS[min(topics - 1, int(rng.paretovariate(0.8)))] for _ in range(rng.randint(0, 3))}
+    lines = [
+        "---", "category: news", f"title: {quoted(sentence(rng, rng.randint(5, 14)))}",
+        f"excerpt: {quoted(sentence(rng, rng.randint(20, 45)) + ' ...')}",
+        f"publishedDateTime: {date}T{clock}Z",
+    ]
+    if year >= 2021:
+        lines.append(f"originalUrl: {quoted(url + '?utm_source=feed')}")
+    lines += [f"webUrl: {quoted(url)}", "type: article"]
+    if year < 2021:
+        lines += [f"quality: {rng.randint(0, 150)}", f"heat: {rng.choice([-1, rng.randint(0, 150)])}",
+                  f"published: {'false' if rng.random() < 0.43 else 'true'}"]
+    lines += ["", "provider:", f"  name: {name}", f"  domain: {domain}"]
+    logo = rng.random()
+    if logo < 0.15:
+        lines += ["  images:", f"    - url: /assets/images/organizations/{domain}-50x50.jpg", "      width: 50",
+                  "      height: 50"]
+    elif logo < 0.35:
+        lines += ["  images:", f"    - url: \"https://everyday-cc.github.io/ai/assets/images/organizations/"
+                  f"{domain}-50x50.jpg\"", "      width: 50", "      height: 50"]
+    lines += ["", "topics:"] + [f"  - {topic}" for topic in ["AI", *sorted(extra - {"AI"})]]
+    if rng.random() < 0.8:
+        lines += ["", "images:"]
+        for index in range(rng.choice([1, 1, 1, 2])):
+            image = f"https://img.{domain}/{year}/{serial}-{index}.jpg"
+            if rng.random() < 0.05:
+                lines.append(f"  - {image}")
+            else:
+                lines += [f"  - url: \"{image}?w=1024&h=683\"", f"    width: {rng.randint(300, 2000)}",
+                          f"    height: {rng.randint(200, 1200)}"]
+    if year >= 2020 and rng.random() < 0.6:
+        lines += ["", "related:"]
+        for _ in range(rng.randint(1, 8)):
+            lines += [f"  - title: {quoted(sentence(rng, 8))}", f"    excerpt: {quoted(sentence(rng, 30))}",
+                      f"    publishedDateTime: {date}T08:36:00Z", f"    webUrl: \"https://{domain}/{slug(rng)}\"",
+                      "    type: article", "    provider:", f"      name: {name}", f"      domain: {domain}",
+                      f"    quality: {rng.randint(0, 100)}"]
+    blob = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+                   for _ in range(rng.choice([344, 428, 512])))
+    lines += ["", f"secured: \"{blob}==;Qz8zoMxKzPIhaNaot5CsvA==\"", "---", ""]
+    return "\n".join(lines)
+
+
+def event(rng: random.Random, serial: int) -> str:
+    return (f"---\ncategory: events\nname: {quoted(sentence(rng, 5))}\nstartDateTime: 2023-03-0{serial % 9 + 1}"
+            f"T09:00:00-08:00\nendDateTime: 2023-03-0{serial % 9 + 1}T17:00:00-08:00\ntopics:\n  - AI\n---\n")
+
+
+def change_some(store: Path, rng: random.Random, count: int) -> None:
+    """Rewrite `count` articles with a new title (their size changes, so does their mtime)."""
+    news = sorted((store / "_news").iterdir()) + sorted((store / "_archive" / "_news").iterdir())
+    for path in rng.sample(news, count):
+        text = path.read_text(encoding="utf-8")
+        head, _, rest = text.partition("\ntitle: ")
+        title, _, tail = rest.partition("\n")
+        path.write_text(f"{head}\ntitle: {quoted(sentence(rng, rng.randint(5, 14)))}\n{tail}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The daemon behind `publisher run`: build at start, then on the configured schedule, with APScheduler 3.x.
+
+- A BlockingScheduler owns the main thread; builds run on its one worker thread (feedgen's date formatting
+  switches the process-wide locale, so two builds must never render at once), with max_instances=1,
+  coalesce=True and a misfire grace time, so a slow build never stacks up runs.
+- When the store holds articles dated in the future, a one-off build is scheduled for the moment the
+  earliest one falls due.
+- SIGTERM and SIGINT stop it: the build in progress finishes the file it is writing (or, before writing,
+  writes nothing), then the process exits 0. SIGHUP reloads the config file; an invalid new config is
+  reported and the old one stays in force.
+- A failing build is logged with its cause and retried at the next run; the served feeds stay as they were.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, Mapping
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers import SchedulerNotRunningError
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.date import DateTrigger
+
+from publisher.config import Config, load_config
+from publisher.errors import BuildInterrupted, ConfigError, PublisherError
+from publisher.jobs import locked_build
+from publisher.lock import LockTimeout
+from publisher.schedule import trigger
+from publisher.status import timestamp, update_status
+
+logger = logging.getLogger(__name__)
+
+BUILD_JOB = "build"
+EMBARGO_JOB = "embargo"
+RELOAD_JOB = "reload"
+
+
+class Daemon:
+    def __init__(self, config_path: Path, config: Config, overrides: Mapping[str, Any] | None = None) -> None:
+        self._config_path = config_path
+        self._overrides = dict(overrides or {})
+        self._config = config
+        self._stop = threading.Event()
+        self._building = threading.Lock()
+        self._scheduler = BlockingScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            job_defaults={"max_instances": 1, "coalesce": True,
+                          "misfire_grace_time": int(config.schedule.misfire_grace) or 1},
+            timezone=config.schedule.timezone,
+        )
+
+    def run(self) -> int:
+        """Run until SIGTERM or SIGINT; returns the exit status (0)."""
+        config = self._config
+        self._scheduler.add_job(self._build, trigger(config.schedule), id=BUILD_JOB,
+                                next_run_time=datetime.now(self._scheduler.timezone))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        update_status(config.state, mode="daemon", pid=os.getpid(), state="idle")
+        logger.info("publisher daemon started (pid %d), %s", os.getpid(), _describe(config))
+        self._scheduler.start()  # returns once a stop signal has shut the scheduler down
+        with self._building:  # wait for the build in progress to finish its current file
+            pass
+        update_status(self._config.state, state="stopped", next_run=None)
+        logger.info("publisher daemon stopped")
+        return 0
+
+    # Signal handlers run on the main thread, inside the scheduler's own loop: they only hand the work to a
+    # short-lived thread, so the scheduler's locks are never re-entered from a handler.
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        logger.info("%s received: stopping after the current file", signal.Signals(signum).name)
+        self._stop.set()
+        threading.Thread(target=self._shutdown, name="publisher-stop", daemon=True).start()
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=self._queue_reload, name="publisher-reload", daemon=True).start()
+
+    def _shutdown(self) -> None:
+        try:
+            self._scheduler.shutdown(wait=False)
+        except SchedulerNotRunningError:
+            pass  # not started yet, or already stopped: run() sees the stop flag either way
+
+    def _queue_reload(self) -> None:
+        # On the worker thread, so that a reload never happens in the middle of a build.
+        try:
+            self._scheduler.add_job(self._reload, id=RELOAD_JOB, replace_existing=True)
+        except SchedulerNotRunningError:
+            logger.info("SIGHUP ignored: the daemon is stopping")
+
+    def _reload(self) -> None:
+        logger.info("SIGHUP received: reloading %s", self._config_path)
+        try:
+            config = load_config(self._config_path, self._overrides)
+        except ConfigError as exc:
+            logger.error("config not reloaded, the old one stays in force: %s", exc)
+            return
+        self._config = config
+        self._scheduler.modify_job(BUILD_JOB, misfire_grace_time=int(config.schedule.misfire_grace) or 1)
+        self._scheduler.reschedule_job(BUILD_JOB, trigger=trigger(config.schedule))
+        logger.info("config reloaded: %s", _describe(config))
+        self._build()
+
+    def _build(self) -> None:
+        if self._stop.is_set():
+            self._shutdown()
+            return
+        with self._building:
+            config = self._config
+            try:
+                report = locked_build(config, stop_requested=self._stop.is_set)
+            except (LockTimeout, BuildInterrupted) as exc:
+                logger.warning("build skipped: %s", exc)
+                return
+            except PublisherError as exc:
+                logger.error("build failed, the served feeds stay as they were; retrying at the next run: %s",
+                             exc)
+                return
+            except Exception:  # a bug must not kill the daemon: log it whole, retry at the next run
+                logger.exception("build failed, the served feeds stay as they were; retrying at the next run")
+                return
+            finally:
+                self._record_next_run()
+            logger.info("build: %s", report.summary())
+            if report.next_due is not None and not self._stop.is_set():
+                self._schedule_embargo(report.next_due)
+
+    def _schedule_embargo(self, due: datetime) -> None:
+        logger.info("next embargoed article falls due at %s; build scheduled then", due.isoformat())
+        try:
+            self._scheduler.add_job(self._build, DateTrigger(run_date=due), id=EMBARGO_JOB,
+                                    replace_existing=True, misfire_grace_time=None)
+        except SchedulerNotRunningError:
+            return
+        self._record_next_run()
+
+    def _record_next_run(self) -> None:
+        times = [job.next_run_time for job in self._scheduler.get_jobs() if job.next_run_time is not None
+                 and job.id != RELOAD_JOB]
+        update_status(self._config.state, next_run=timestamp(min(times)) if times else None)
+
+
+def _describe(config: Config) -> str:
+    schedule = config.schedule
+    when = f"cron {schedule.cron!r}" if schedule.cron else f"every {schedule.every:g}s"
+    return f"store {config.store}, output {config.output}, {when} ({schedule.timezone})"
+
+
+def run_daemon(config_path: Path, config: Config, overrides: Mapping[str, Any] | None = None) -> int:
+    return Daemon(config_path, config, overrides).run()

@@ -1,0 +1,54 @@
+"""A build as a job, the way `publisher build` (cron) and `publisher run` (the daemon) both run it: under the
+cross-process build lock, with its start, end, result and counts recorded in the status file."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Callable
+
+from publisher.build import BuildReport, build
+from publisher.config import Config
+from publisher.lock import BuildLock
+from publisher.status import daemon_running, timestamp, update_status
+
+logger = logging.getLogger(__name__)
+
+
+def locked_build(config: Config, now: datetime | None = None,
+                 stop_requested: Callable[[], bool] = lambda: False) -> BuildReport:
+    """Build while holding the lock. Raises LockTimeout when another build keeps it past lock_timeout."""
+    with BuildLock(config.state, config.lock_timeout):
+        # A build beside a live daemon (or by it) reports into the daemon's status; otherwise it takes over
+        # the status file, so a daemon replaced by cron does not leave "daemon stopped" behind forever.
+        takeover = {} if daemon_running(config.state) else {"mode": "build", "pid": None, "next_run": None}
+        update_status(config.state, state="building", last_started=timestamp(), **takeover)
+        try:
+            report = build(config, now=now, stop_requested=stop_requested)
+        except Exception as exc:
+            # Recorded for `publisher status`, then passed on: the caller decides what a failure means.
+            update_status(config.state, state="idle", last_finished=timestamp(), last_result="failed",
+                          last_error=f"{type(exc).__name__}: {exc}")
+            raise
+        finished = timestamp()
+        result = "ok" if report.ok else "failed"
+        error = None if report.ok else "; ".join(f"{path}: {cause}" for path, cause in report.writes.failed)
+        update_status(config.state, state="idle", last_finished=finished, last_result=result,
+                      last_error=error, counts=report_counts(report),
+                      **({"last_success": finished} if report.ok else {}))
+    return report
+
+
+def report_counts(report: BuildReport) -> dict[str, Any]:
+    writes = report.writes
+    return {
+        "articles": len(report.collection.articles) + report.collection.invalid,
+        "published": report.published,
+        "skipped": {reason: count for reason, count in sorted(report.skipped.items()) if count},
+        "feeds": len(report.feeds),
+        "written": len(writes.written),
+        "unchanged": len(writes.unchanged),
+        "removed": len(writes.removed),
+        "failed": len(writes.failed),
+        "seconds": round(report.seconds, 3),
+    }

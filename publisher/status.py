@@ -1,0 +1,129 @@
+"""The status file: what the last build did and when the next one runs, for `publisher status` and for
+monitoring to tell a healthy daemon from a stuck one. It lives in the state folder (never served)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from publisher.writer import write_atomic
+
+if TYPE_CHECKING:
+    from publisher.config import Config
+
+logger = logging.getLogger(__name__)
+
+STATUS_NAME = "status.json"
+
+
+@dataclass
+class Status:
+    pid: int | None = None
+    mode: str = "build"  # "build" (one run, from cron) or "daemon"
+    state: str = "idle"  # idle | building | stopped
+    last_started: str | None = None
+    last_finished: str | None = None
+    last_result: str | None = None  # ok | failed
+    last_error: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+    next_run: str | None = None
+    last_success: str | None = None
+
+
+def status_path(state: Path) -> Path:
+    return state / STATUS_NAME
+
+
+def read_status(state: Path) -> Status | None:
+    try:
+        data = json.loads(status_path(state).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: unreadable status file: %s", status_path(state), exc)
+        return None
+    known = {name: data[name] for name in Status.__dataclass_fields__ if isinstance(data, dict) and name in data}
+    return Status(**known)
+
+
+def save_status(state: Path, status: Status) -> None:
+    """Write the status atomically. A status that cannot be written is logged, never fails a build."""
+    try:
+        write_atomic(status_path(state), (json.dumps(asdict(status), indent=1, sort_keys=True) + "\n").encode())
+    except OSError as exc:
+        logger.error("%s: cannot write status: %s", status_path(state), exc.strerror or exc)
+
+
+def update_status(folder: Path, **changes: Any) -> Status:
+    """Change some fields of the status file in the state `folder`."""
+    status = read_status(folder) or Status()
+    for key, value in changes.items():
+        setattr(status, key, value)
+    save_status(folder, status)
+    return status
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def assess(status: Status, config: Config, now: datetime | None = None) -> tuple[bool, str]:
+    """Is the publisher healthy? A verdict a person (or a monitoring check) can act on."""
+    now = now or datetime.now(timezone.utc)
+    if status.mode == "daemon":
+        if status.state == "stopped":
+            return False, f"daemon stopped (pid {status.pid})"
+        if status.pid is not None and not _alive(status.pid):
+            return False, f"daemon not running: pid {status.pid} is gone without a clean stop"
+        if status.next_run and status.state != "building":
+            overdue = (now - datetime.fromisoformat(status.next_run)).total_seconds()
+            if overdue > config.schedule.misfire_grace + 60:
+                return False, f"stuck: the next build was due at {status.next_run}"
+    if status.last_result is None:
+        return status.state == "building", ("first build running" if status.state == "building"
+                                            else "no build has finished yet")
+    if status.last_result != "ok":
+        return False, f"last build failed: {status.last_error}"
+    return True, "ok"
+
+
+def format_status(status: Status, verdict: str) -> str:
+    counts = status.counts or {}
+    skipped = ", ".join(f"{k} {v}" for k, v in (counts.get("skipped") or {}).items()) or "none"
+    lines = [
+        f"status:        {verdict}",
+        f"mode:          {status.mode}{f' (pid {status.pid}, {status.state})' if status.mode == 'daemon' else ''}",
+        f"last build:    {status.last_started or '-'} -> {status.last_finished or '-'}: {status.last_result or '-'}",
+        f"last success:  {status.last_success or '-'}",
+        f"next run:      {status.next_run or '-'}",
+    ]
+    if counts:
+        lines.append(f"articles:      {counts.get('articles')} read, {counts.get('published')} published, "
+                     f"skipped: {skipped}")
+        lines.append(f"files:         {counts.get('written')} written, {counts.get('unchanged')} unchanged, "
+                     f"{counts.get('removed')} removed, {counts.get('failed')} failed "
+                     f"({counts.get('feeds')} feeds, {counts.get('seconds')}s)")
+    if status.last_error:
+        lines.append(f"error:         {status.last_error}")
+    return "\n".join(lines)
+
+
+def daemon_running(folder: Path) -> bool:
+    status = read_status(folder)
+    return (status is not None and status.mode == "daemon" and status.state != "stopped"
+            and status.pid is not None and _alive(status.pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True

@@ -1,0 +1,152 @@
+"""Notifying: tell each WebSub hub which feeds changed, so that subscribers hear of it within seconds.
+
+The W3C WebSub recommendation leaves the publisher-to-hub call to the hub (section 6, "Publishing"); every
+public hub takes the form PubSubHubbub 0.4 defined: a form-encoded POST of `hub.mode=publish` and
+`hub.url=<feed URL>`, answered with a 2xx (usually 202 or 204). One POST per feed URL and hub.
+
+Only feeds whose bytes changed in this build are announced (a no-op build pings nothing). A failed ping is
+retried in rounds with a growing pause; a hub that is down is logged and never fails the build.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import requests
+
+from publisher.render import FORMATS
+from publisher.web import describe_failure, new_session
+
+logger = logging.getLogger(__name__)
+
+RETRY_DELAYS = (1.0, 2.0)  # seconds to wait before each retry round: three attempts in all
+TIMEOUT = 10.0  # connect and read timeout of one ping
+_RETRIABLE_STATUS = frozenset({408, 429})  # and every 5xx: the hub may take it a moment later
+
+
+@dataclass(frozen=True)
+class Ping:
+    hub: str
+    url: str
+    attempts: int  # 0 when the hub never answered in this build, so this ping was never sent
+    error: str | None = None  # None: the hub took it
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    error: str | None
+    retriable: bool = False
+    hub_down: bool = False  # no answer at all: do not send this hub more pings in the same round
+
+
+def changed_feed_urls(written: Iterable[str], base_url: str) -> list[str]:
+    """Public URLs of the feeds among `written` (paths relative to the output folder): files with a feed
+    format's extension, not their gzip copies or other pages."""
+    extensions = tuple(fmt.extension for fmt in FORMATS.values())
+    return [f"{base_url}{path}" for path in sorted(written) if path.endswith(extensions)]
+
+
+def ping_hubs(hubs: Sequence[str], urls: Sequence[str], agent: str,
+              delays: Sequence[float] = RETRY_DELAYS, timeout: float = TIMEOUT,
+              sleep: Callable[[float], None] = time.sleep) -> list[Ping]:
+    """Announce every URL in `urls` to every hub; one Ping per (hub, URL), ordered by hub then URL. Failed
+    pings are retried in rounds, after each pause in `delays`."""
+    if not hubs or not urls:
+        return []
+    pending = [(hub, url) for hub in dict.fromkeys(hubs) for url in dict.fromkeys(urls)]
+    tally = _Tally(attempts={pair: 0 for pair in pending})
+    with new_session(agent, 1) as session:
+        for pause in (0.0, *delays):
+            if not pending:
+                break
+            if pause:
+                logger.info("WebSub: %d pings failed, retrying in %.0fs", len(pending), pause)
+                sleep(pause)
+            pending = _round(session, pending, timeout, tally)
+    pings = tally.pings()
+    _log(pings)
+    return pings
+
+
+@dataclass
+class _Tally:
+    attempts: dict[tuple[str, str], int]  # (hub, url) -> pings sent
+    errors: dict[tuple[str, str], str] = field(default_factory=dict)  # the last cause of a failure
+    taken: set[tuple[str, str]] = field(default_factory=set)
+
+    def pings(self) -> list[Ping]:
+        return [Ping(hub, url, count, None if (hub, url) in self.taken else self.errors[(hub, url)])
+                for (hub, url), count in self.attempts.items()]
+
+
+def _round(session: requests.Session, pending: Sequence[tuple[str, str]], timeout: float,
+           tally: _Tally) -> list[tuple[str, str]]:
+    """Send each pending ping once; return those worth another try. A hub that does not answer at all
+    gets no more pings in this round."""
+    retry = []
+    down: dict[str, str] = {}  # hub -> why it did not answer
+    for pair in pending:
+        hub, url = pair
+        if hub in down:
+            tally.errors.setdefault(pair, f"not sent, the hub did not answer ({down[hub]})")
+            retry.append(pair)
+            continue
+        tally.attempts[pair] += 1
+        outcome = _publish(session, hub, url, timeout)
+        if outcome.error is None:
+            tally.taken.add(pair)
+            continue
+        tally.errors[pair] = outcome.error
+        if outcome.hub_down:
+            down[hub] = outcome.error
+        if outcome.retriable:
+            retry.append(pair)
+    return retry
+
+
+def _publish(session: requests.Session, hub: str, url: str, timeout: float) -> _Outcome:
+    try:
+        # stream: the hub's answer body is of no interest, and may be large; closing drops it unread.
+        with session.post(hub, data={"hub.mode": "publish", "hub.url": url}, timeout=(timeout, timeout),
+                          allow_redirects=False, stream=True) as response:
+            status = response.status_code
+            reason = response.reason
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        return _Outcome(describe_failure(exc), retriable=True, hub_down=True)
+    except requests.RequestException as exc:
+        return _Outcome(describe_failure(exc))
+    if 200 <= status < 300:
+        return _Outcome(None)
+    error = f"HTTP {status}{f' {reason}' if reason else ''}"
+    if 300 <= status < 400:
+        # A POST that is redirected is not re-sent: the configured hub URL should be the final one.
+        return _Outcome(f"{error}: the hub redirects; configure its final URL in websub.hubs")
+    return _Outcome(error, retriable=status >= 500 or status in _RETRIABLE_STATUS)
+
+
+def _log(pings: Sequence[Ping]) -> None:
+    """One line per hub: a hub that is down must not flood the log with a warning per feed."""
+    by_hub: dict[str, list[Ping]] = defaultdict(list)
+    for ping in pings:
+        by_hub[ping.hub].append(ping)
+    for hub, hub_pings in by_hub.items():
+        failed = [ping for ping in hub_pings if not ping.ok]
+        for ping in failed:
+            logger.debug("WebSub: %s not told about %s after %d attempts: %s",
+                         hub, ping.url, ping.attempts, ping.error)
+        if not failed:
+            logger.info("WebSub: %s told about %d changed feeds", hub, len(hub_pings))
+            continue
+        sent = [ping for ping in failed if ping.attempts] or failed  # the cause a hub gave, if any
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        logger.warning("WebSub: %s not told about %d of %d changed feeds (%s%s) after %d attempts: %s",
+                       hub, len(failed), len(hub_pings), failed[0].url, more,
+                       max(ping.attempts for ping in failed), sent[0].error)
