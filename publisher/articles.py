@@ -17,11 +17,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from publisher.store import Document
 from publisher.urls import InvalidURL, canonical, entry_id, publishable
+from publisher.xmltext import clean_text
 
 logger = logging.getLogger(__name__)
 
-# Characters outside the XML 1.0 Char production (https://www.w3.org/TR/xml/#charsets); lxml refuses them.
-_XML_FORBIDDEN = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 _IMAGE_TYPES = {
     "jpg": "image/jpeg", "jpeg": "image/jpeg", "jpe": "image/jpeg", "jfif": "image/jpeg",
@@ -156,10 +155,6 @@ def _article(r: _Reader, meta: dict[str, Any], body: str) -> Article:
         heat=_number(r, meta, "heat"),
         kind=_optional_text(r, meta, "type"),
     )
-
-
-def clean_text(value: str) -> str:
-    return _XML_FORBIDDEN.sub("", value)
 
 
 def _scalar_text(value: Any) -> str | None:

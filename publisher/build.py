@@ -15,11 +15,12 @@ from publisher import catalog
 from publisher.catalog import Collection
 from publisher.config import Config
 from publisher.errors import BuildInterrupted
+from publisher.fingerprints import known_feeds
 from publisher.pages import site_pages
 from publisher.precompress import gzip_copies
 from publisher.probe import ProbeReport, apply_sizes, enclosure_urls, probe_enclosures
 from publisher.render import FORMATS, render
-from publisher.selection import Feed, live_articles, select_feeds
+from publisher.selection import Feed
 from publisher.web import user_agent
 from publisher.websub import Ping, changed_feed_urls, ping_hubs
 from publisher.writer import WriteResult, manifest_path, write_outputs
@@ -79,17 +80,17 @@ def build(config: Config, now: datetime | None = None,
     collection = catalog.collect(config)  # and remember what each file yielded, in the state folder
     for problem in collection.problems:
         logger.warning("%s%s", problem, "; left out of every feed" if problem.fatal else "")
-    live = live_articles(collection.articles, now)
-    feeds = collection.resolve(select_feeds(live.articles, config.site.title, config.max_items))
+    live, feeds = catalog.select(collection, config, now)  # the last selection, when nothing changed
     probes = None
     if config.enclosures.probe:
         probes = probe_enclosures(enclosure_urls(feeds), config.state, config.enclosures,
                                   user_agent(config.site.home), now.timestamp(), stop_requested)
         feeds = apply_sizes(feeds, probes.sizes)
     formats = [FORMATS[name] for name in config.formats]
+    known = known_feeds(config, feeds, formats)  # feeds whose files are as they would be rendered
     files = {
         f"{feed.spec.path}{fmt.extension}": render(feed, fmt, config.site, config.websub.hubs)
-        for feed in feeds
+        for feed in feeds if feed.spec.path not in known.unchanged
         for fmt in formats
     }
     files.update(site_pages(feeds, formats, config.site))
@@ -98,7 +99,9 @@ def build(config: Config, now: datetime | None = None,
     if stop_requested():
         # Stopping before the first write leaves every served file as it was.
         raise BuildInterrupted("stop requested before writing; nothing written")
-    writes = write_outputs(config.output, files, manifest_path(config.state, config.output), stop_requested)
+    writes = write_outputs(config.output, files, manifest_path(config.state, config.output), stop_requested,
+                           keep=known.kept)
+    known.record(writes)
     pings = ping_hubs(config.websub.hubs, changed_feed_urls(writes.written, config.site.base_url),
                       user_agent(config.site.home))
     skipped = Counter(invalid=collection.invalid, unpublished=live.unpublished, scheduled=live.scheduled, duplicate=live.duplicates)

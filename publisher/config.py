@@ -16,6 +16,7 @@ import yaml
 
 from publisher.errors import ConfigError
 from publisher.schedule import cron_trigger
+from publisher.xmltext import is_xml_text
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         return (base / Path(value).expanduser()).resolve()
 
     def optional_text(key: str) -> str | None:
-        return check(key, lambda v: v is None or isinstance(v, str), "text")
+        return check(key, lambda v: v is None or is_xml_text(v), "text without control characters")
 
     def optional_url(key: str) -> str | None:
         value = check(key, lambda v: v is None or _is_http_url(v), "an absolute http(s) URL")
@@ -236,7 +237,8 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
 
     base_url = check("site.base_url", _is_http_url, "the absolute http(s) URL where the output folder is served")
     base_url = base_url if base_url.endswith("/") else base_url + "/"
-    title = check("site.title", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty title")
+    title = check("site.title", lambda v: is_xml_text(v) and v.strip() != "",
+                  "a non-empty title without control characters")
     site = SiteConfig(
         title=title,
         description=optional_text("site.description") or title,

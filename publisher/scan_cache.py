@@ -1,17 +1,20 @@
-"""Scan cache: what each store file yielded last time, kept in the state folder, so that a rescan reads
-only the files that are new or changed.
+"""Scan cache: what each store file yielded last time, kept in the state folder, so that a rescan reads only
+the files that are new or changed.
 
-An entry is keyed by the file's store-relative path and holds its size, modification time (ns) and inode
-as a stat saw them, with the record read from it (catalog.Record). A file whose stat still matches is not
-read again. The cache as a whole carries a key: the publisher version, a digest of the code that reads
-articles, the Python and PyYAML versions, and the settings that change what a file yields (store,
-assets_base_url, include, exclude). A cache with another key, or one that is corrupt, is discarded with one
-log line and rebuilt by reading every file.
+Three files per store folder, in `<state>/scan/`:
+- `<store>.index`: one row per file (path, size, mtime_ns, inode, and what selection needs of the
+  article: catalog.py lists the columns). Columns of plain values in marshal form load 100,000 rows in a few
+  hundredths of a second.
+- `<store>.records`: an SQLite table of each article's full record (the encoded Article), written row by
+  row, so that one new file costs one insert, not a rewrite of everything.
+- `<store>.feeds`: the last selection (catalog.select), reused while the store is unchanged.
 
-The file is a JSON header line (format, key, scan time, payload length and CRC-32) followed by a marshal
-payload of columns: loading 100,000 entries takes a fraction of a second, and the CRC-32 catches a torn or
-damaged file before anything is decoded. It is written to a temporary file and renamed over the old one, not
-fsynced: after a crash the cache is at worst discarded and rebuilt, never trusted when damaged.
+The index and the feeds file start with a header line (format, cache key, payload length and CRC-32), so
+that a file from another version or configuration is discarded unread and a damaged one is caught before
+anything is decoded. The key covers the publisher version, a digest of the code that reads articles, the
+Python and PyYAML versions, and the settings that change what a file yields. A file with another key or a
+damaged one is discarded with one log line, and the store read again. These files are written to a
+temporary file and renamed, not fsynced: after a crash a cache is at worst discarded, never trusted damaged.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ import logging
 import marshal
 import os
 import platform
+import sqlite3
 import tempfile
 import zlib
+from array import array
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 import yaml
 
@@ -35,25 +41,18 @@ from publisher.config import Config
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
-MAGIC = b"publisher scan cache\n"
-# Modules whose code decides what a file yields: a change to any of them invalidates every cache.
-PARSING_MODULES = ("store", "articles", "urls", "catalog", "scan_cache")
+FORMAT = 2
+MAGIC = b"publisher state\n"
+# Modules whose code decides what a file yields or what selection makes of it: a change to any of them
+# invalidates every cache, even without a new version number.
+CODE = ("store", "articles", "urls", "xmltext", "catalog", "scan_cache", "selection")
 
 
-@dataclass
-class ScanCache:
-    """path -> row, and when the scan that recorded them started. A row is a flat tuple of plain values
-    that starts with the file's size, mtime_ns and inode (catalog.py says what follows)."""
-
-    scanned_at: int = 0  # time.time_ns() at the start of that scan
-    entries: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-
-
-def cache_path(state: Path, store: Path) -> Path:
-    """One cache per store folder (a --store override must not clobber the cache of the configured one)."""
+def folder(state: Path, store: Path) -> Path:
+    """The cache files of one store folder share this prefix (a --store override must not clobber the
+    cache of the configured store)."""
     digest = hashlib.sha256(str(store.resolve()).encode("utf-8")).hexdigest()[:16]
-    return state / "scan" / f"{digest}.cache"
+    return state / "scan" / digest
 
 
 def cache_key(config: Config) -> str:
@@ -72,82 +71,290 @@ def cache_key(config: Config) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def load(path: Path, key: str) -> ScanCache:
-    """The cache at `path`, or an empty one when it is missing, from another key, or corrupt."""
+class StateFile:
+    """A state file written by write_state: its header at once, its payload when asked for."""
+
+    def __init__(self, path: Path, header: dict[str, Any], stream: BinaryIO) -> None:
+        self.path = path
+        self.header = header
+        self._stream = stream
+
+    def payload(self) -> Any:
+        """The payload. Raises ValueError when the file is damaged."""
+        with self._stream:
+            data = self._stream.read()
+        if len(data) != self.header.get("length") or zlib.crc32(data) != self.header.get("crc32"):
+            raise ValueError("payload does not match its length and checksum")
+        try:
+            return marshal.loads(data)
+        except (EOFError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def open_state(path: Path, key: str, what: str) -> StateFile | None:
+    """The state file at `path` when it was written with `key`; None when it is missing, from another key
+    (one INFO line) or damaged (one WARNING line)."""
     try:
-        with open(path, "rb") as stream:
-            data = stream.read()
+        stream = open(path, "rb")
     except FileNotFoundError:
-        return ScanCache()
+        return None
     except OSError as exc:
-        logger.warning("%s: scan cache unreadable (%s); reading every file", path, exc.strerror or exc)
-        return ScanCache()
+        logger.warning("%s: %s unreadable (%s); starting afresh", path, what, exc.strerror or exc)
+        return None
     try:
-        header, payload = _split(data)
-    except ValueError as exc:
-        logger.warning("%s: scan cache is corrupt (%s); discarded, reading every file", path, exc)
-        return ScanCache()
+        if stream.read(len(MAGIC)) != MAGIC:
+            raise ValueError("not a publisher state file")
+        header = json.loads(stream.readline())
+        if not isinstance(header, dict):
+            raise ValueError("bad header")
+    except (ValueError, OSError) as exc:
+        stream.close()
+        logger.warning("%s: %s is damaged (%s); discarded, starting afresh", path, what, exc)
+        return None
     if header.get("format") != FORMAT or header.get("key") != key:
-        logger.info("%s: scan cache is from another publisher version or configuration; reading every file",
-                    path)
-        return ScanCache()
-    try:
-        columns = marshal.loads(payload)
-        entries = _entries(columns)
-    except (ValueError, EOFError, TypeError, KeyError) as exc:
-        logger.warning("%s: scan cache is corrupt (%s); discarded, reading every file", path, exc)
-        return ScanCache()
-    return ScanCache(scanned_at=header["scanned_at"], entries=entries)
+        stream.close()
+        logger.info("%s: %s is from another publisher version or configuration; starting afresh", path, what)
+        return None
+    return StateFile(path, header, stream)
 
 
-def save(path: Path, key: str, cache: ScanCache) -> None:
-    """Replace the cache file. A failure is logged, not raised: the next build just reads more files."""
-    payload = marshal.dumps({"paths": list(cache.entries), "rows": list(cache.entries.values())})
-    header = {"format": FORMAT, "key": key, "scanned_at": cache.scanned_at, "length": len(payload),
-              "crc32": zlib.crc32(payload)}
+def write_state(path: Path, key: str, header: Mapping[str, Any], payload: Any) -> bool:
+    """Replace a state file. A failure is logged, not raised: the next build just does more work."""
+    data = marshal.dumps(payload)
+    head = {**header, "format": FORMAT, "key": key, "length": len(data), "crc32": zlib.crc32(data)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as stream:
-                stream.write(MAGIC + json.dumps(header).encode("ascii") + b"\n")
-                stream.write(payload)
+                stream.write(MAGIC + json.dumps(head).encode("utf-8") + b"\n")
+                stream.write(data)
             os.replace(temporary, path)
         except BaseException:
             os.unlink(temporary)
             raise
     except OSError as exc:
-        logger.warning("%s: cannot write the scan cache: %s", path, exc.strerror or exc)
+        logger.warning("%s: cannot write: %s", path, exc.strerror or exc)
+        return False
+    return True
 
 
-def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
-    if not data.startswith(MAGIC):
-        raise ValueError("not a scan cache file")
-    line_end = data.find(b"\n", len(MAGIC))
-    if line_end < 0:
-        raise ValueError("no header")
-    header = json.loads(data[len(MAGIC):line_end])
-    if not isinstance(header, dict) or not isinstance(header.get("scanned_at"), int):
-        raise ValueError("bad header")
-    payload = data[line_end + 1:]
-    if len(payload) != header.get("length") or zlib.crc32(payload) != header.get("crc32"):
-        raise ValueError("payload does not match its length and checksum")
-    return header, payload
+def remove(*paths: Path) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("%s: cannot remove: %s", path, exc.strerror or exc)
 
 
-def _entries(columns: Any) -> dict[str, tuple[Any, ...]]:
-    if not isinstance(columns, dict) or not isinstance(columns.get("paths"), list) \
-            or not isinstance(columns.get("rows"), list) or len(columns["paths"]) != len(columns["rows"]):
-        raise ValueError("missing columns")
-    return dict(zip(columns["paths"], columns["rows"]))
+# The index's columns besides paths and stats, one entry per file in path order: the record fields that
+# selection and counting need (reading.KIND .. reading.TOPICS). Problems are kept by path, for the few
+# files that have any; the encoded Articles live in the record table.
+RECORD_COLUMNS = ("kinds", "ids", "published", "updated", "flags", "topics")
+
+
+@dataclass
+class Changes:
+    """How a new listing of the store differs from the one an index was made from."""
+
+    runs: list[tuple[int, int, int]]  # (row in the listing, row in the index, length): same paths
+    unread: list[int]  # rows of the listing to read: new, changed, or too recent to judge by their stat
+    deleted: list[str]
+
+    @property
+    def none(self) -> bool:
+        return not self.unread and not self.deleted
+
+
+@dataclass
+class Index:
+    """One row per file of the store: its stat and what reading it yielded, as columns."""
+
+    paths: list[str] = field(default_factory=list)
+    stats: array[int] = field(default_factory=lambda: array("q"))  # size, mtime_ns, inode per row
+    columns: dict[str, list[Any]] = field(default_factory=lambda: {name: [] for name in RECORD_COLUMNS})
+    problems: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> Index:
+        """Raises ValueError when the payload is not an index."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("paths"), list):
+            raise ValueError("not an index")
+        stats = array("q")
+        stats.frombytes(payload["stats"])
+        index = cls(payload["paths"], stats, {name: payload[name] for name in RECORD_COLUMNS}, payload["problems"])
+        rows = len(index.paths)
+        if len(stats) != 3 * rows or any(not isinstance(column, list) or len(column) != rows
+                                         for column in index.columns.values()):
+            raise ValueError("columns of different lengths")
+        if not isinstance(index.problems, dict):
+            raise ValueError("no problems column")
+        return index
+
+    def payload(self) -> dict[str, Any]:
+        return {"paths": self.paths, "stats": self.stats.tobytes(), **self.columns, "problems": self.problems}
+
+    def changes(self, paths: list[str], stats: array[int], trusted_before: int) -> Changes:
+        """What differs between this index and a listing (`paths`, sorted, and their `stats`). Files at the
+        same place in both are compared in runs, as array slices: a few changes cost a few comparisons."""
+        if paths == self.paths:
+            added: list[int] = []
+            deleted: list[int] = []
+        else:
+            known, present = set(self.paths), set(paths)
+            added = [row for row, path in enumerate(paths) if path not in known]
+            deleted = [row for row, path in enumerate(self.paths) if path not in present]
+        runs = _runs(len(paths), len(self.paths), added, deleted)
+        unread = set(added)
+        for new, old, length in runs:
+            _differing(stats, self.stats, new, old, length, unread)
+        mtimes = stats[1::3]
+        if mtimes and max(mtimes) >= trusted_before:
+            unread.update(row for row, mtime in enumerate(mtimes) if mtime >= trusted_before)
+        return Changes(runs, sorted(unread), [self.paths[row] for row in deleted])
+
+    def updated(self, paths: list[str], stats: array[int], changes: Changes, records: dict[str, Any]) -> Index:
+        """A new index for the listing: rows copied from this one in runs, `records` for the rows read."""
+        rows = len(paths)
+        columns: dict[str, list[Any]] = {name: [None] * rows for name in RECORD_COLUMNS}
+        for new, old, length in changes.runs:
+            for name in RECORD_COLUMNS:
+                columns[name][new:new + length] = self.columns[name][old:old + length]
+        problems = dict(self.problems)
+        for path in changes.deleted:
+            problems.pop(path, None)
+        for row in changes.unread:
+            path = paths[row]
+            record = records[path]
+            for position, name in enumerate(RECORD_COLUMNS):
+                columns[name][row] = record[position]
+            if record[-2]:
+                problems[path] = record[-2]
+            else:
+                problems.pop(path, None)
+        return Index(paths, stats, columns, dict(sorted(problems.items())))
+
+
+def _runs(new_rows: int, old_rows: int, added: list[int], deleted: list[int]) -> list[tuple[int, int, int]]:
+    """The stretches of rows that two sorted listings share, given the rows only one of them has."""
+    runs = []
+    new = old = a = d = 0
+    while new < new_rows and old < old_rows:
+        if a < len(added) and added[a] == new:
+            new, a = new + 1, a + 1
+        elif d < len(deleted) and deleted[d] == old:
+            old, d = old + 1, d + 1
+        else:
+            length = min((added[a] if a < len(added) else new_rows) - new,
+                         (deleted[d] if d < len(deleted) else old_rows) - old)
+            runs.append((new, old, length))
+            new, old = new + length, old + length
+    return runs
+
+
+def _differing(new_stats: array[int], old_stats: array[int], new: int, old: int, length: int,
+               found: set[int]) -> None:
+    """Add to `found` the rows of a run whose stats differ, halving the run until it is one row."""
+    if new_stats[3 * new:3 * (new + length)] == old_stats[3 * old:3 * (old + length)]:
+        return
+    if length == 1:
+        found.add(new)
+        return
+    half = length // 2
+    _differing(new_stats, old_stats, new, old, half, found)
+    _differing(new_stats, old_stats, new + half, old + half, length - half, found)
+
+
+class Records:
+    """Each article's encoded record, by path, with the stat it was read at: a row whose stat is not the one
+    the index has is never used (the index and this table are written one after the other). A connection
+    is opened for each operation, so that nothing stays open between builds."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = path
+        self.key = key
+
+    def get(self, wanted: Mapping[str, tuple[int, int, int]]) -> dict[str, bytes]:
+        """The records of `wanted` (path -> stat) whose stored stat matches."""
+        found: dict[str, bytes] = {}
+        if not self.path.exists():
+            return found
+        paths = list(wanted)
+        try:
+            with self._connection() as connection:
+                for start in range(0, len(paths), 500):
+                    chunk = paths[start:start + 500]
+                    rows = connection.execute(
+                        f"SELECT path, size, mtime, inode, record FROM records WHERE path IN "
+                        f"({','.join('?' * len(chunk))})", chunk)
+                    for path, size, mtime, inode, record in rows:
+                        if wanted[path] == (size, mtime, inode):
+                            found[path] = record
+        except sqlite3.Error as exc:  # what is not found is read from the store again
+            self._failed(exc)
+        return found
+
+    def update(self, rows: Iterable[tuple[str, int, int, int, bytes]], deleted: Iterable[str]) -> None:
+        try:
+            with self._connection() as connection:
+                connection.execute("BEGIN")
+                connection.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)", rows)
+                connection.executemany("DELETE FROM records WHERE path = ?", ((path,) for path in deleted))
+                connection.execute("COMMIT")
+        except sqlite3.Error as exc:  # the next build reads these files again
+            self._failed(exc)
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            logger.warning("%s: record cache is damaged (%s); discarded, starting afresh", self.path, exc)
+            remove(self.path, Path(f"{self.path}-journal"))
+        else:  # busy, disk full, read-only: keep it for next time
+            logger.warning("%s: record cache not usable now: %s", self.path, exc)
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        """An open table: created when missing, emptied when written with another key."""
+        connection = self._connect()
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            # A cache: a write lost to a power cut costs a re-read; waiting for the disk on each costs more.
+            connection.execute("PRAGMA synchronous=OFF")
+            connection.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
+            connection.execute("CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, size INTEGER, "
+                               "mtime INTEGER, inode INTEGER, record BLOB)")
+            stored = connection.execute("SELECT value FROM meta WHERE name = 'key'").fetchone()
+            if stored is None or stored[0] != self.key:
+                connection.execute("BEGIN")
+                connection.execute("DELETE FROM records")
+                connection.execute("INSERT OR REPLACE INTO meta VALUES ('key', ?)", (self.key,))
+                connection.execute("COMMIT")
+        except BaseException:
+            connection.close()
+            raise
+        return connection
 
 
 def _code_digest() -> str:
     digest = hashlib.sha256()
     package = Path(publisher.__file__).parent
-    for name in PARSING_MODULES:
+    for name in CODE:
         try:
             digest.update((package / f"{name}.py").read_bytes())
-        except OSError:  # an installation without sources: the version alone has to do
+        except OSError:  # an installation without sources, or a module that does not exist (yet)
             digest.update(name.encode("ascii"))
     return digest.hexdigest()

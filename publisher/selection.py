@@ -14,11 +14,28 @@ import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol, Sequence
 
 from publisher.articles import Article
 
 logger = logging.getLogger(__name__)
+
+
+class Entry(Protocol):
+    """What selection reads of an article: an Article, or the catalog's small summary of one."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def published(self) -> datetime: ...
+    @property
+    def updated(self) -> datetime: ...
+    @property
+    def is_published(self) -> bool: ...
+    @property
+    def topics(self) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +43,7 @@ class Family:
     name: str
     path: str  # output path without extension; "{slug}" stands for the label's slug
     title: str  # "{site}" is the site title, "{label}" the label
-    labels: Callable[[Article], Iterable[str]]
+    labels: Callable[[Entry], Iterable[str]]
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -59,28 +76,39 @@ class Feed:
 class Live:
     """The articles that go into feeds now, and what was held back."""
 
-    articles: tuple[Article, ...]
+    articles: Sequence[Entry]  # in source order
     unpublished: int
     scheduled: int
     duplicates: int
     next_due: datetime | None  # when the earliest scheduled article falls due
 
 
-def live_articles(articles: Iterable[Article], now: datetime) -> Live:
-    """Collapse duplicate URLs (the one updated last wins), then drop unpublished and future articles."""
-    by_url: dict[str, list[Article]] = defaultdict(list)
+def live_articles(articles: Iterable[Entry], now: datetime) -> Live:
+    """Collapse duplicate URLs (the one updated last wins), then drop unpublished and future articles.
+
+    Articles with the same canonical URL have the same entry id (it is derived from that URL), so the id
+    is what duplicates are found by: the catalog's summaries do not carry the URL."""
+    winners: dict[str, Entry] = {}
+    groups: dict[str, list[Entry]] = {}  # only the ids that more than one file has
     for article in articles:
-        by_url[article.canonical_url].append(article)
-    kept: list[Article] = []
-    unpublished = scheduled = duplicates = 0
+        held = winners.get(article.id)
+        if held is None:
+            winners[article.id] = article
+            continue
+        groups.setdefault(article.id, [held]).append(article)
+        if (article.updated, article.source) > (held.updated, held.source):
+            winners[article.id] = article
+    duplicates = 0
+    for entry_id, group in groups.items():
+        winner = winners[entry_id]
+        duplicates += len(group) - 1
+        losers = ", ".join(sorted(a.source for a in group if a is not winner))
+        logger.info("%s and %s have the same URL (entry %s); publishing %s (updated last)",
+                    winner.source, losers, entry_id, winner.source)
+    kept: list[Entry] = []
+    unpublished = scheduled = 0
     next_due: datetime | None = None
-    for url, group in by_url.items():
-        winner = max(group, key=lambda a: (a.updated, a.source))
-        if len(group) > 1:
-            duplicates += len(group) - 1
-            losers = ", ".join(sorted(a.source for a in group if a is not winner))
-            logger.info("%s and %s have the same URL %s; publishing %s (updated last)",
-                        winner.source, losers, url, winner.source)
+    for winner in winners.values():
         if not winner.is_published:
             unpublished += 1
             logger.debug("%s: not published (published: false)", winner.source)
@@ -94,22 +122,32 @@ def live_articles(articles: Iterable[Article], now: datetime) -> Live:
     return Live(tuple(kept), unpublished, scheduled, duplicates, next_due)
 
 
-def select_feeds(articles: Iterable[Article], site_title: str, max_items: int,
+def select_feeds(articles: Iterable[Entry], site_title: str, max_items: int,
                  families: tuple[Family, ...] = FAMILIES) -> list[Feed]:
-    """Every feed of every family with its newest `max_items` entries, ordered by output path."""
-    articles = list(articles)
+    """Every feed of every family with its newest `max_items` entries, ordered by output path.
+
+    One pass over the articles, newest first, where each feed keeps its first `max_items`: a feed holds
+    max_items entries however many articles it has. The entries are the objects given (the build selects
+    on the catalog's small summaries, then resolves them into full Articles)."""
+    ordered = sorted(articles, key=entry_order)
     feeds: list[Feed] = []
     for family in families:
-        members: dict[str, list[Article]] = defaultdict(list)
-        spellings: dict[str, Counter[str]] = defaultdict(Counter)
-        for article in articles:
+        counts: dict[str, int] = {}  # label -> articles, for totals and the most common spelling
+        kept: dict[str, list[Entry]] = {}  # label -> its newest articles, at most max_items
+        for article in ordered:
             for label in family.labels(article):
-                key = topic_key(label)
-                members[key].append(article)
-                spellings[key][label] += 1
-        names = {key: _display_name(counts) for key, counts in spellings.items()}
+                counts[label] = counts.get(label, 0) + 1
+                newest = kept.get(label)
+                if newest is None:
+                    kept[label] = [article]
+                elif len(newest) < max_items:
+                    newest.append(article)
+        spellings: dict[str, Counter[str]] = defaultdict(Counter)
+        for label, count in counts.items():
+            spellings[topic_key(label)][label] = count
+        names = {key: _display_name(labels) for key, labels in spellings.items()}
         slugs = assign_slugs(names)
-        for key, group in members.items():
+        for key, labels in spellings.items():
             label = names[key]
             spec = FeedSpec(
                 family=family.name,
@@ -117,8 +155,10 @@ def select_feeds(articles: Iterable[Article], site_title: str, max_items: int,
                 title=family.title.format(site=site_title, label=label),
                 label=label or None,
             )
-            entries = heapq.nsmallest(max_items, group, key=entry_order)
-            feeds.append(Feed(spec=spec, entries=tuple(entries), total=len(group)))
+            # Spellings of one topic ("AI", "ai") each kept their newest: merge them, newest first.
+            entries = heapq.nsmallest(max_items, (a for spelling in labels for a in kept[spelling]),
+                                      key=entry_order) if len(labels) > 1 else kept[label]
+            feeds.append(Feed(spec=spec, entries=tuple(entries), total=sum(labels.values())))
     if not any(feed.spec.family == families[0].name for feed in feeds):
         # The overall feed always exists, even empty: subscribers must never get a 404 for it.
         first = families[0]
@@ -127,7 +167,7 @@ def select_feeds(articles: Iterable[Article], site_title: str, max_items: int,
     return sorted(feeds, key=lambda feed: feed.spec.path)
 
 
-def entry_order(article: Article) -> tuple[float, str]:
+def entry_order(article: Entry) -> tuple[float, str]:
     """Newest first by published date, ties broken by id."""
     return (-article.published.timestamp(), article.id)
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from publisher.errors import WriteError
 
@@ -34,8 +34,11 @@ class WriteResult:
 
 
 def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
-                  stop_requested: Callable[[], bool] = lambda: False) -> WriteResult:
-    """Make `output` hold exactly `files` (relative POSIX path -> bytes) among the files the publisher owns.
+                  stop_requested: Callable[[], bool] = lambda: False,
+                  keep: Iterable[str] = ()) -> WriteResult:
+    """Make `output` hold exactly `files` (relative POSIX path -> bytes) among the files the publisher owns,
+    plus the files named in `keep`: files of the publisher's that are known to be as they should be (a feed
+    that did not change), left untouched and reported unchanged.
 
     `stop_requested` is asked between files: a daemon told to stop finishes the file it is on, and the
     manifest still records every file that may exist.
@@ -44,13 +47,18 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
     output.mkdir(parents=True, exist_ok=True)
     remove_temporaries(output)
     owned = read_manifest(manifest, output)
+    kept = set(keep) - set(files)
+    present = set(files) | kept
     # Record what is about to exist before writing it: a crash in between must not orphan a file.
-    save_manifest(manifest, output, owned | set(files))
-    for relative in sorted(files):
+    save_manifest(manifest, output, owned | present)
+    for relative in sorted(present):
         if stop_requested():
-            logger.info("stop requested: %d files left unwritten", len(files) - len(result.written)
+            logger.info("stop requested: %d files left unwritten", len(present) - len(result.written)
                         - len(result.unchanged) - len(result.failed))
             break
+        if relative in kept:
+            result.unchanged.append(relative)
+            continue
         target = inside(output, relative)
         try:
             if _same_bytes(target, files[relative]):
@@ -65,13 +73,12 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
         logger.info("wrote %s", target)
         result.written.append(relative)
     else:
-        keep = set(files)
-        for relative in sorted(owned - keep):
+        for relative in sorted(owned - present):
             if _remove(output, relative):
                 result.removed.append(relative)
             else:
-                keep.add(relative)
-        save_manifest(manifest, output, keep)
+                present.add(relative)
+        save_manifest(manifest, output, present)
     return result
 
 
@@ -138,8 +145,11 @@ def read_manifest(path: Path, output: Path) -> set[str]:
 
 def save_manifest(path: Path, output: Path, files: set[str]) -> None:
     data = {"version": MANIFEST_VERSION, "output": str(output), "files": sorted(files)}
+    text = (json.dumps(data, indent=1) + "\n").encode("utf-8")
     try:
-        write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
+        if _same_bytes(path, text):  # a build that changes nothing does not even touch the manifest
+            return
+        write_atomic(path, text)
     except OSError as exc:
         raise WriteError(f"{path}: cannot write the manifest: {exc.strerror or exc}") from None
 

@@ -53,6 +53,8 @@ def test_overrides_win(tmp_path):
     ("state: feeds/state\n", "state: must not be inside the output folder"),
     ("output: seeds\n", "output: must not be the store folder"),
     ("- a\n", "expected a mapping of settings"),
+    ('site:\n  title: "Bell\\a"\n', "site.title: expected a non-empty title without control characters"),
+    ('site:\n  description: "x\\x1b[31m"\n', "site.description: expected text without control characters"),
     ("a: [\n", "not valid YAML"),
 ])
 def test_invalid_config_names_the_key_and_file(tmp_path, text, words):

@@ -1,0 +1,160 @@
+"""Feed fingerprints: a feed whose files would come out as the bytes already served is not rendered again.
+
+A feed's fingerprint is a digest of everything its files are made from: its spec and its entries (every
+field of every Article, enclosure sizes included), the rendering settings (site, WebSub hubs, formats,
+precompression) and the code that renders (publisher version, a digest of the rendering modules, feedgen's
+version). After a build has written each file of a feed, or found it already equal, the fingerprint is
+recorded in the state folder with the size and mtime of each file. The next build skips a feed whose
+fingerprint matches and whose files are still exactly as recorded: the writer keeps them as they are.
+Anything else (a new entry, a changed setting, a file someone touched or deleted) renders the feed again,
+and the writer still compares bytes before writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import publisher
+from publisher.reading import encode_article
+from publisher.config import Config
+from publisher.precompress import SUFFIX
+from publisher.render import Format
+from publisher.selection import Feed
+from publisher.writer import WriteResult, write_atomic
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+RENDERING_CODE = ("render", "precompress", "xmltext", "fingerprints")
+
+
+@dataclass
+class Known:
+    """The feeds of this build whose files are already as they would be rendered, and what to record."""
+
+    path: Path  # the state file
+    output: Path
+    settings: str
+    fingerprints: dict[str, str]  # feed path -> fingerprint, for every feed of this build
+    files: dict[str, list[str]]  # feed path -> its files in the output folder
+    recorded: dict[str, Any]  # the state file's feeds, as read
+    unchanged: set[str] = field(default_factory=set)  # feed paths to skip
+
+    @property
+    def kept(self) -> set[str]:
+        """The output files of the skipped feeds."""
+        return {name for feed in self.unchanged for name in self.files[feed]}
+
+    def record(self, writes: WriteResult) -> None:
+        """Remember the feeds whose every file is now in place (written, or already equal)."""
+        done = set(writes.written) | set(writes.unchanged)
+        feeds: dict[str, Any] = {}
+        for feed, fingerprint in self.fingerprints.items():
+            if feed in self.unchanged:
+                feeds[feed] = self.recorded[feed]
+            elif all(name in done for name in self.files[feed]):
+                stats = _stats(self.output, self.files[feed])
+                if stats is not None:
+                    feeds[feed] = {"fingerprint": fingerprint, "files": stats}
+        if feeds == self.recorded:
+            return
+        data = {"format": FORMAT, "output": str(self.output), "settings": self.settings, "feeds": feeds}
+        try:
+            write_atomic(self.path, (json.dumps(data, indent=0, sort_keys=True) + "\n").encode("utf-8"))
+        except OSError as exc:  # the next build renders every feed again
+            logger.warning("%s: cannot record feed fingerprints: %s", self.path, exc.strerror or exc)
+
+
+def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format]) -> Known:
+    """Which of `feeds` need no rendering: same fingerprint as recorded, files untouched since."""
+    settings = _settings(config, formats)
+    extensions = [fmt.extension for fmt in formats]
+    files = {}
+    for feed in feeds:
+        names = [f"{feed.spec.path}{extension}" for extension in extensions]
+        files[feed.spec.path] = names + [f"{name}{SUFFIX}" for name in names] if config.precompress else names
+    known = Known(path=state_path(config.state, config.output), output=config.output, settings=settings,
+                  fingerprints={feed.spec.path: fingerprint(feed, settings) for feed in feeds}, files=files,
+                  recorded=_recorded(state_path(config.state, config.output), config.output, settings))
+    for feed, value in known.fingerprints.items():
+        entry = known.recorded.get(feed)
+        if (isinstance(entry, dict) and entry.get("fingerprint") == value
+                and entry.get("files") == _stats(config.output, files[feed])):
+            known.unchanged.add(feed)
+    if known.unchanged:
+        logger.debug("%d of %d feeds unchanged since they were written: not rendered again",
+                     len(known.unchanged), len(feeds))
+    return known
+
+
+def fingerprint(feed: Feed, settings: str) -> str:
+    """A digest of the feed and the settings: repr() of plain values, stable from one run to the next."""
+    digest = hashlib.sha256(settings.encode("utf-8"))
+    digest.update(repr((feed.spec.family, feed.spec.path, feed.spec.title, feed.spec.label)).encode("utf-8"))
+    for entry in feed.entries:
+        digest.update(repr(encode_article(entry)).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def state_path(state: Path, output: Path) -> Path:
+    """One file per output folder, like the writer's manifest."""
+    digest = hashlib.sha256(str(output.resolve()).encode("utf-8")).hexdigest()[:16]
+    return state / "fingerprints" / f"{digest}.json"
+
+
+def _settings(config: Config, formats: Iterable[Format]) -> str:
+    parts = [FORMAT, publisher.__version__, _code_digest(), _feedgen_version(), repr(config.site),
+             list(config.websub.hubs), [fmt.name for fmt in formats], config.precompress]
+    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
+
+
+def _recorded(path: Path, output: Path, settings: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: feed fingerprints unreadable (%s); every feed is rendered", path, exc)
+        return {}
+    if (not isinstance(data, dict) or data.get("format") != FORMAT or data.get("output") != str(output)
+            or data.get("settings") != settings or not isinstance(data.get("feeds"), dict)):
+        return {}  # other settings or code: every feed is rendered again
+    return data["feeds"]
+
+
+def _stats(output: Path, names: Iterable[str]) -> dict[str, list[int]] | None:
+    """Size and mtime of each file, or None when one is missing."""
+    stats = {}
+    for name in names:
+        try:
+            stat = os.stat(output / name)
+        except OSError:
+            return None
+        stats[name] = [stat.st_size, stat.st_mtime_ns]
+    return stats
+
+
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    package = Path(publisher.__file__).parent
+    for name in RENDERING_CODE:
+        try:
+            digest.update((package / f"{name}.py").read_bytes())
+        except OSError:
+            digest.update(name.encode("ascii"))
+    return digest.hexdigest()
+
+
+def _feedgen_version() -> str:
+    try:
+        return version("feedgen")
+    except PackageNotFoundError:
+        return "unknown"
+

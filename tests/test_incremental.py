@@ -1,0 +1,370 @@
+"""Incremental scans: the scan cache, parallel reading, the reused selection, libyaml, progress.
+
+The rule that matters: a build that takes records from the cache writes exactly the bytes that a build
+reading every file writes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+from publisher import catalog, progress, reading, scan_cache, store
+from publisher.articles import read_article
+from publisher.build import build, collect
+from publisher.config import Config, load_config
+from tests.conftest import REPO, cli_env, make_config, require_corpus, snapshot, write_article
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+FILES = 18  # in the `site` fixture's store
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cache_files(config: Config) -> dict[str, Path]:
+    base = scan_cache.folder(config.state, config.store)
+    return {suffix: base.with_name(f"{base.name}.{suffix}") for suffix in ("index", "records", "feeds")}
+
+
+def age(folder: Path, seconds: int = 10) -> None:
+    """Date every file back, as if written well before the scan that follows (see catalog.RACY_NS)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 10**9))
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A small store: articles with topics, a duplicate URL, an unpublished, a scheduled and a broken one."""
+    store_folder = tmp_path / "store"
+    for index in range(12):
+        write_article(store_folder, f"news/a{index:02d}.md", topics=["AI", f"Topic {index % 3}"],
+                      publishedDateTime=f"2024-01-{index + 1:02d}T10:00:00Z")
+    write_article(store_folder, "news/dup.md", webUrl="https://news.example.com/a03?utm_source=x",
+                  publishedDateTime="2024-01-04T10:00:00Z", updatedDateTime="2024-02-01T00:00:00Z")
+    write_article(store_folder, "news/draft.md", published=False)
+    write_article(store_folder, "news/later.md", publishedDateTime="2030-01-01T00:00:00Z")
+    write_article(store_folder, "news/broken.md", publishedDateTime="someday")
+    (store_folder / "README.md").write_text("not front matter\n")
+    (store_folder / "events").mkdir()
+    (store_folder / "events/e.md").write_text("---\nname: An event\n---\n")
+    age(store_folder)
+    return tmp_path
+
+
+def cold_build(site: Path, output: str) -> dict[str, bytes]:
+    """A build with no cache at all, into its own output and state folders."""
+    config = make_config(site, output=output, state=f"{output}-state")
+    build(config, now=NOW)
+    return tree(site / output)
+
+
+def test_cached_rebuild_writes_the_bytes_of_a_cold_build(site):
+    config = make_config(site)
+    first = build(config, now=NOW)
+    assert first.collection.read == FILES
+    expected = tree(site / "out")
+    for removed in ([], ["feeds"], ["feeds", "records"]):  # reused selection; cached records; neither
+        shutil.rmtree(site / "out")
+        for suffix in removed:
+            cache_files(config)[suffix].unlink()
+        again = build(config, now=NOW)
+        assert again.collection.read == 0
+        assert tree(site / "out") == expected, removed
+    assert cold_build(site, "cold") == expected
+
+
+def test_corpus_cached_rebuild_is_byte_identical(tmp_path):
+    corpus = require_corpus()
+    shutil.copytree(corpus, tmp_path / "store")
+    age(tmp_path / "store")
+    config = make_config(tmp_path, assets_base_url="https://everyday-cc.github.io/ai/")
+    build(config, now=NOW)
+    expected = tree(tmp_path / "out")
+    cache_files(config)["feeds"].unlink()
+    shutil.rmtree(tmp_path / "out")
+    assert build(config, now=NOW).collection.read == 0
+    assert tree(tmp_path / "out") == expected
+
+
+def test_touched_but_unchanged_file_is_read_again_and_rewrites_nothing(site):
+    config = make_config(site)
+    build(config, now=NOW)
+    before = snapshot(site / "out")
+    path = site / "store" / "news" / "a05.md"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    report = build(config, now=NOW)
+    assert report.collection.read == 1
+    assert report.writes.written == [] and snapshot(site / "out") == before
+
+
+def test_changed_file_is_read_again(site):
+    config = make_config(site)
+    build(config, now=NOW)
+    write_article(site / "store", "news/a05.md", title="A new title", topics=["AI", "Topic 2"],
+                  publishedDateTime="2024-01-06T10:00:00Z")
+    report = build(config, now=NOW)
+    assert report.collection.read == 1
+    assert b"A new title" in (site / "out" / "all.atom").read_bytes()
+    assert tree(site / "out") == cold_build(site, "cold")
+
+
+def test_deleted_file_drops_out(site):
+    config = make_config(site)
+    build(config, now=NOW)
+    assert b"news.example.com/a07" in (site / "out" / "topics" / "topic-1.atom").read_bytes()
+    (site / "store" / "news" / "a07.md").unlink()
+    report = build(config, now=NOW)
+    assert report.collection.read == 0 and len(report.collection.articles) == 14
+    assert b"news.example.com/a07" not in (site / "out" / "topics" / "topic-1.atom").read_bytes()
+    assert "news/a07.md" not in catalog.ScanState(config, store.Listing(), True).index().paths
+    assert tree(site / "out") == cold_build(site, "cold")
+
+
+def test_a_file_written_in_the_same_clock_tick_as_the_scan_is_checked_again(site):
+    """Same size, same mtime, same inode, new bytes: possible when a file changes within one tick of the
+    file system's clock. A file that recent is never judged by its stat alone."""
+    config = make_config(site)
+    path = site / "store" / "news" / "a05.md"
+    write_article(site / "store", "news/a05.md", title="Title AAAA")
+    build(config, now=NOW)
+    stat = path.stat()
+    write_article(site / "store", "news/a05.md", title="Title BBBB")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_ino) == (stat.st_size, stat.st_ino)
+    report = build(config, now=NOW)
+    assert report.collection.read == 1
+    assert b"Title BBBB" in (site / "out" / "all.atom").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped"])
+def test_corrupt_cache_is_discarded_with_one_line(site, caplog, damage):
+    config = make_config(site)
+    build(config, now=NOW)
+    expected = tree(site / "out")
+    index = cache_files(config)["index"]
+    data = index.read_bytes()
+    index.write_bytes({"garbage": b"\x00\x01 not a cache", "truncated": data[: len(data) // 2],
+                       "flipped": data[:-5] + bytes([data[-5] ^ 0xFF]) + data[-4:]}[damage])
+    # A touched file makes the build look past the cache's header, into its damaged rows.
+    path = site / "store" / "news" / "a05.md"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    shutil.rmtree(site / "out")
+    with caplog.at_level(logging.INFO, logger="publisher"):
+        report = build(config, now=NOW)
+    damaged = [r for r in caplog.records if "scan cache" in r.getMessage()]
+    assert len(damaged) == 1 and "damaged" in damaged[0].getMessage() and damaged[0].levelname == "WARNING"
+    assert report.collection.read == FILES
+    assert tree(site / "out") == expected
+
+
+def test_corrupt_record_cache_and_selection_are_rebuilt(site, caplog):
+    config = make_config(site)
+    build(config, now=NOW)
+    expected = tree(site / "out")
+    files = cache_files(config)
+    for suffix in ("records", "feeds"):
+        files[suffix].write_bytes(b"this is not what it should be" * 100)
+    for leftover in files["records"].parent.glob("*-wal"):
+        leftover.unlink()
+    shutil.rmtree(site / "out")
+    with caplog.at_level(logging.INFO, logger="publisher"):
+        build(config, now=NOW)
+    assert tree(site / "out") == expected
+    messages = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("record cache is damaged" in m for m in messages)
+    assert any("last selection is damaged" in m for m in messages)
+
+
+def test_cache_of_another_version_or_parsing_config_is_discarded(site, caplog):
+    config = make_config(site)
+    build(config, now=NOW)
+    index = cache_files(config)["index"]
+    header, _, payload = index.read_bytes().partition(b"\n")[2].partition(b"\n")
+    index.write_bytes(scan_cache.MAGIC + header.replace(b'"format": 2', b'"format": 99') + b"\n" + payload)
+    with caplog.at_level(logging.INFO, logger="publisher"):
+        assert build(config, now=NOW).collection.read == FILES
+    assert sum("another publisher version or configuration" in r.getMessage() for r in caplog.records) == 1
+
+    moved = make_config(site, assets_base_url="https://cdn.example.net/assets/")
+    assert scan_cache.cache_key(moved) != scan_cache.cache_key(config)
+    report = build(moved, now=NOW)
+    assert report.collection.read == FILES
+    assert b"https://cdn.example.net/assets/assets/logos/news.png" in (site / "out" / "all.atom").read_bytes()
+
+
+def test_parallel_and_single_process_scans_are_identical(site):
+    for index in range(40):
+        write_article(site / "store", f"more/b{index:02d}.md", topics=["Robots"],
+                      publishedDateTime=f"2023-03-{index % 28 + 1:02d}T0{index % 10}:00:00Z")
+    config = make_config(site)
+    serial = catalog.collect(config, save=False, workers=1)
+    parallel = catalog.collect(config, save=False, workers=2, parallel_from=0)
+    assert serial.read == parallel.read == FILES + 40
+    for name in ("files", "not_articles", "invalid", "problems"):
+        assert getattr(serial, name) == getattr(parallel, name), name
+    assert list(serial.articles) == list(parallel.articles)
+    sources = [summary.source for summary in serial.articles]
+    assert sources == sorted(sources)
+    assert serial.cache.articles(sources) == parallel.cache.articles(sources)
+
+
+def test_parallel_cold_build_writes_the_bytes_of_a_serial_one(site, monkeypatch):
+    serial = cold_build(site, "serial")
+    monkeypatch.setattr(reading, "PARALLEL_FROM", 0)
+    assert cold_build(site, "parallel") == serial
+
+
+def test_encoded_articles_decode_to_equal_articles(tmp_path):
+    corpus = require_corpus()
+    config = make_config(tmp_path, store=str(corpus), assets_base_url="https://everyday-cc.github.io/ai/")
+    found = catalog.collect(config, save=False)
+    assert len(found.articles) > 100
+    for summary in found.articles:
+        record = reading.read_record(corpus, summary.source, config.assets_base_url)
+        article = reading.decode(record[reading.ENCODED])
+        assert article == read_article(store.read(corpus, summary.source), config.assets_base_url)[0]
+        assert (summary.id, summary.published, summary.updated, summary.topics) == (
+            article.id, article.published, article.updated, article.topics)
+
+
+
+def test_selection_is_reused_until_a_scheduled_article_falls_due(site):
+    config = make_config(site)
+    build(config, now=NOW)
+    memo = cache_files(config)["feeds"]
+    stamp = memo.stat().st_mtime_ns
+    again = build(config, now=NOW)
+    assert memo.stat().st_mtime_ns == stamp  # reused, not written again
+    assert again.skipped["scheduled"] == 1 and again.next_due == datetime(2030, 1, 1, tzinfo=timezone.utc)
+    later = build(config, now=datetime(2030, 6, 1, tzinfo=timezone.utc))
+    assert memo.stat().st_mtime_ns != stamp
+    assert later.skipped["scheduled"] == 0
+    assert b"news.example.com/later" in (site / "out" / "all.atom").read_bytes()
+
+
+def test_check_uses_the_cache_but_writes_nothing(site):
+    config = make_config(site)
+    build(config, now=NOW)
+    before = snapshot(site / "state")
+    write_article(site / "store", "news/new.md", publishedDateTime="not a date")
+    found = collect(config)
+    assert found.read == 1 and found.invalid == 2
+    assert snapshot(site / "state") == before
+
+
+def test_date_that_does_not_exist_is_a_broken_article_not_a_crash(tmp_path, caplog):
+    write_article(tmp_path / "store", "good.md")
+    (tmp_path / "store" / "bad.md").write_text("---\ntitle: Bad\npublishedDateTime: 2020-02-30\n"
+                                               "webUrl: https://news.example.com/bad\n---\n")
+    report = build(make_config(tmp_path), now=NOW)
+    assert report.skipped["invalid"] == 1 and report.published == 1
+    assert "bad.md: front matter: YAML does not parse: day is out of range for month" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_in_the_store_is_skipped_not_read(tmp_path):
+    write_article(tmp_path / "store", "good.md")
+    os.mkfifo(tmp_path / "store" / "pipe.md")
+    assert build(make_config(tmp_path), now=NOW).published == 1  # reading the pipe would block forever
+
+
+FRONT_MATTER_EDGE_CASES = [
+    "a: !!int abc", "a: !!timestamp 2020-13-45", "? [a]\n: 1", "a: &x {b: *x}", "<<: {a: 1}\nb: 2",
+    "a: !!binary aGVsbG8=", "a: !!set {x, y}", "a: 2020-02-30", "a: !custom 1", "a: !!python/object:os.system x",
+    "a: &y [1, *y]", "x: &a {k: 1}\ny: *a", "? !!binary aGk=\n: 1", "a: !!omap [{x: 1}]", "a: !!pairs [{x: 1}]",
+    "a: 0x1f\nb: 1_000\nc: 1:30\nd: .inf\ne: ~\nf: yes\ng: 2001-12-14t21:59:43.10-05:00", "= : 1",
+    "a: !!str 12", "a: !!map {b: 1}", "- 1\n- 2", "", "just text", "[1, {a: b}]", "{? [1]: 2}",
+    "a: !!null ''", "a: !!bool yes", "a: b\na: c", "'': empty key", "1: one\n1.5: x\n2001-01-01: d",
+]
+
+
+def loaded(loader: type, text: str) -> tuple[str, ...]:
+    try:
+        return ("value", repr(yaml.load(text, Loader=loader)))
+    except Exception as exc:  # noqa: BLE001 -- the point is to compare whatever happens
+        return ("error", type(exc).__name__, str(exc))
+
+
+def test_front_matter_loader_is_libyaml_and_agrees_with_csafeloader():
+    corpus = require_corpus()
+    assert yaml.__with_libyaml__ and issubclass(store.yaml_loader(), yaml.CSafeLoader)
+    from frontmatter import default_handlers
+    assert default_handlers.SafeLoader is yaml.CSafeLoader  # what python-frontmatter itself would use
+    texts = list(FRONT_MATTER_EDGE_CASES)
+    for path in sorted(corpus.rglob("*")) + sorted((REPO / "seeds").rglob("*")):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            texts.append(text.split("\n---", 1)[0].removeprefix("---\n"))
+    for text in texts:
+        assert loaded(store.yaml_loader(), text) == loaded(yaml.CSafeLoader, text), text[:80]
+
+
+def test_missing_libyaml_is_said_once_at_warning_level(tmp_path):
+    write_article(tmp_path / "store", "a.md")
+    config = make_config(tmp_path)
+    script = ("import sys; sys.modules['yaml._yaml'] = None\n"  # as if PyYAML were built without libyaml
+              "import logging; logging.basicConfig(level=logging.INFO)\n"
+              "from pathlib import Path; from publisher.build import build\n"
+              "from publisher.config import load_config\n"
+              f"config = load_config(Path({str(config.source)!r}))\n"
+              "first = build(config); second = build(config)\n"
+              "print(first.published, second.published)\n")
+    done = subprocess.run([sys.executable, "-c", script], env=cli_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1"]
+    warnings = [line for line in done.stderr.splitlines() if "without libyaml" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING:publisher.store:")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def started_long_ago(bar: progress.Progress) -> progress.Progress:
+    bar.started -= progress.DELAY + 1  # as if the scan had been going for a while
+    return bar
+
+
+def test_progress_bar_on_a_terminal(caplog):
+    stream = Terminal()
+    with caplog.at_level(logging.INFO, logger="publisher"):
+        bar = started_long_ago(progress.Progress(200, "files read", stream))
+        bar.advance(50)
+        bar.close()
+    assert "\r[#######.......................] 50 of 200 files read (25%)" in stream.getvalue()
+    assert stream.getvalue().endswith("\n") and not caplog.records
+
+
+def test_progress_line_when_not_on_a_terminal(caplog):
+    stream = io.StringIO()
+    with caplog.at_level(logging.INFO, logger="publisher"):
+        bar = started_long_ago(progress.Progress(200, "files read", stream))
+        bar.advance(50)
+        bar.advance(50)  # within EVERY seconds of the last line: not repeated
+        bar.close()
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["50 of 200 files read (25%)"]
+    assert stream.getvalue() == ""
+
+
+@pytest.mark.parametrize("stream", [Terminal(), io.StringIO()])
+def test_progress_is_quiet_at_warning_level_and_for_short_scans(caplog, stream):
+    with caplog.at_level(logging.WARNING, logger="publisher"):
+        started_long_ago(progress.Progress(10, "files read", stream)).advance(5)
+    with caplog.at_level(logging.INFO, logger="publisher"):
+        progress.Progress(10, "files read", stream).advance(5)  # under DELAY seconds
+    assert stream.getvalue() == "" and not caplog.records
