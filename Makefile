@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: feeds test check clean
+.PHONY: feeds test check bench clean
 
 $(BIN)/publisher: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ check: $(BIN)/publisher
 
 test: $(BIN)/publisher
 	$(BIN)/python -m pytest
+
+# The performance benchmark (README, "Performance"): make bench SIZE=100k for the full size.
+SIZE ?= 10k
+bench: $(BIN)/publisher
+	$(BIN)/python benchmarks/bench.py --size $(SIZE)
 
 clean:
 	rm -rf $(VENV) feeds .publisher .pytest_cache *.egg-info

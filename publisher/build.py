@@ -104,7 +104,8 @@ def build(config: Config, now: datetime | None = None,
     known.record(writes)
     pings = ping_hubs(config.websub.hubs, changed_feed_urls(writes.written, config.site.base_url),
                       user_agent(config.site.home))
-    skipped = Counter(invalid=collection.invalid, unpublished=live.unpublished, scheduled=live.scheduled, duplicate=live.duplicates)
+    skipped = Counter(invalid=collection.invalid, unpublished=live.unpublished, scheduled=live.scheduled,
+                      duplicate=live.duplicates)
     report = BuildReport(collection, feeds, skipped, writes, live.next_due, time.monotonic() - started,
                          probes=probes, pings=pings)
     return report

@@ -29,6 +29,7 @@ class Progress:
         self.shown_at: float | None = None  # when the bar or line was last shown
         self.stream = stream if stream is not None else sys.stderr
         self.drawn = False
+        self.drawn_at = 0  # the count the bar shows
 
     def advance(self, count: int) -> None:
         self.done += count
@@ -39,15 +40,15 @@ class Progress:
             if self.shown_at is None or now - self.shown_at >= REDRAW or self.done >= self.total:
                 self.stream.write(f"\r{self.bar(now)}")
                 self.stream.flush()
-                self.drawn = True
+                self.drawn, self.drawn_at = True, self.done
                 self.shown_at = now
         elif self.shown_at is None or now - self.shown_at >= EVERY:
             logger.info("%s", self.line(now))
             self.shown_at = now
 
     def close(self) -> None:
-        if self.drawn:
-            self.stream.write(f"\r{self.bar(time.monotonic())}\n")
+        if self.drawn:  # leave the bar at its final count, and the cursor on the next line
+            self.stream.write(("" if self.drawn_at == self.done else f"\r{self.bar(time.monotonic())}") + "\n")
             self.stream.flush()
             self.drawn = False
 

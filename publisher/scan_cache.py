@@ -1,13 +1,14 @@
 """Scan cache: what each store file yielded last time, kept in the state folder, so that a rescan reads only
 the files that are new or changed.
 
-Three files per store folder, in `<state>/scan/`:
-- `<store>.index`: one row per file (path, size, mtime_ns, inode, and what selection needs of the
-  article: catalog.py lists the columns). Columns of plain values in marshal form load 100,000 rows in a few
-  hundredths of a second.
-- `<store>.records`: an SQLite table of each article's full record (the encoded Article), written row by
-  row, so that one new file costs one insert, not a rewrite of everything.
-- `<store>.feeds`: the last selection (catalog.select), reused while the store is unchanged.
+Three files per store folder, in `<state>/scan/`, named after a digest of the store's path:
+- `.index`: one row per file: its path, size, mtime_ns and inode, and what selection needs of the article
+  (RECORD_COLUMNS below), with the problems of the files that have any. Columns of plain values in marshal
+  form: 100,000 rows load in a few hundredths of a second.
+- `.records`: an SQLite table of each article's full record (the encoded Article, reading.py), written row
+  by row, so that one new file costs one insert, not a rewrite of everything.
+- `.feeds`: the last selection (catalog.select), reused while the store is unchanged and updated in place
+  when a few files change.
 
 The index and the feeds file start with a header line (format, cache key, payload length and CRC-32), so
 that a file from another version or configuration is discarded unread and a damaged one is caught before
@@ -24,11 +25,12 @@ import json
 import logging
 import marshal
 import os
-import platform
 import sqlite3
+import sys
 import tempfile
 import zlib
 from array import array
+from bisect import bisect_left
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +47,7 @@ FORMAT = 2
 MAGIC = b"publisher state\n"
 # Modules whose code decides what a file yields or what selection makes of it: a change to any of them
 # invalidates every cache, even without a new version number.
-CODE = ("store", "articles", "urls", "xmltext", "catalog", "scan_cache", "selection")
+CODE = ("store", "articles", "urls", "xmltext", "reading", "catalog", "scan_cache", "selection")
 
 
 def folder(state: Path, store: Path) -> Path:
@@ -61,7 +63,7 @@ def cache_key(config: Config) -> str:
         "format": FORMAT,
         "publisher": publisher.__version__,
         "code": _code_digest(),
-        "python": platform.python_version(),  # marshal's format is only stable within a Python version
+        "python": sys.version,  # marshal's format is only stable within a Python version
         "pyyaml": [yaml.__version__, getattr(yaml, "__with_libyaml__", False)],
         "store": str(config.store),
         "assets_base_url": config.assets_base_url,
@@ -208,10 +210,10 @@ class Index:
         if paths == self.paths:
             added: list[int] = []
             deleted: list[int] = []
-        else:
+        else:  # both are sorted: find the few paths only one of them has, then where they are
             known, present = set(self.paths), set(paths)
-            added = [row for row, path in enumerate(paths) if path not in known]
-            deleted = [row for row, path in enumerate(self.paths) if path not in present]
+            added = [bisect_left(paths, path) for path in sorted(present - known)]
+            deleted = [bisect_left(self.paths, path) for path in sorted(known - present)]
         runs = _runs(len(paths), len(self.paths), added, deleted)
         unread = set(added)
         for new, old, length in runs:
@@ -301,6 +303,27 @@ class Records:
         except sqlite3.Error as exc:  # what is not found is read from the store again
             self._failed(exc)
         return found
+
+    def prepare(self) -> bool:
+        """Make the table ready for insert() (from other processes); False when it cannot be."""
+        try:
+            with self._connection():
+                return True
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return False
+
+    def insert(self, rows: Iterable[tuple[str, int, int, int, bytes]]) -> None:
+        """Add rows to a prepared table, from a reading worker: other workers may be writing too, so wait
+        for them (seconds at worst). Raises sqlite3.Error."""
+        connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            connection.execute("PRAGMA synchronous=OFF")
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)", rows)
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
 
     def update(self, rows: Iterable[tuple[str, int, int, int, bytes]], deleted: Iterable[str]) -> None:
         try:

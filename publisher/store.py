@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import mmap
 import os
+import threading
 from array import array
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -53,6 +55,11 @@ class Listing:
 
 
 UNKNOWN = -1  # size, mtime and inode of a file that cannot be stat'ed: it never matches a cached record
+# From this many files on, a second process stats half of them: the stat calls are most of a scan, and
+# the store is scanned on every build.
+PARALLEL_STAT_FROM = 20_000
+_STAT = array("q").itemsize * 3 + 1  # bytes per file from _stat(): three stat values and its kind
+_REGULAR, _OTHER, _MISSING = 1, 0, -1
 
 
 def scan(store: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
@@ -66,27 +73,31 @@ def scan(store: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = 
     """
     if not store.is_dir():
         raise StoreError(f"{store}: store folder not found")
+    folders: list[tuple[str, str, list[str]]] = []
+    _walk(str(store), "", folders, {str(p.resolve()) for p in skip}, include, exclude)
+    count = sum(len(names) for _, _, names in folders)
+    stats, kinds = _stat_in_two(folders, count) if _two_processes(count) else _stat(folders, 0, count)
+    paths = [prefix + name for _, prefix, names in folders for name in names]
+    if not kinds.count(_OTHER):
+        return Listing(paths, stats)
     listing = Listing()
-    _walk(str(store), "", listing, {str(p.resolve()) for p in skip}, include, exclude)
+    for position, (path, kind) in enumerate(zip(paths, kinds)):
+        if kind == _OTHER:
+            logger.debug("%s: not a regular file, skipped", path)
+            continue
+        listing.paths.append(path)
+        listing.stats.extend(stats[3 * position:3 * position + 3])
     return listing
 
 
-def _walk(folder: str, prefix: str, listing: Listing, skipped: set[str], include: tuple[str, ...],
-          exclude: tuple[str, ...]) -> None:
-    """List `folder` into `listing`, depth first. Each folder's entries are visited in the order of their
-    names with "/" appended to folders' names: exactly the order of the full paths, so no sort at the end."""
+def _walk(folder: str, prefix: str, folders: list[tuple[str, str, list[str]]], skipped: set[str],
+          include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+    """Add (folder, its store-relative prefix, its candidate files) for `folder` and each folder below it,
+    depth first. Each folder's entries are visited in the order of their names with "/" appended to
+    folders' names: exactly the order of the full paths, so that the listing needs no sorting."""
     try:
-        # Listing through an open folder makes each stat a lookup of one name in that folder (fstatat),
-        # not of the whole path again.
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as error:
-        if not prefix:  # the store root itself must be readable; a subfolder is reported and passed over
-            raise StoreError(f"{folder}: cannot read store folder: {error.strerror}") from None
-        logger.warning("%s: cannot read folder: %s", folder, error.strerror)
-        return
-    try:
-        names = []
-        with os.scandir(fd) as entries:
+        with os.scandir(folder) as entries:
+            names = []
             for entry in entries:
                 try:
                     is_folder = entry.is_dir()
@@ -96,35 +107,96 @@ def _walk(folder: str, prefix: str, listing: Listing, skipped: set[str], include
                     names.append(entry.name)
                 elif not entry.is_symlink():
                     names.append(entry.name + "/")
-        names.sort()
-        paths, stats = listing.paths, listing.stats
-        selecting = bool(include or exclude)
-        for name in names:
-            if name[-1] == "/":
-                path = os.path.join(folder, name[:-1])
-                if os.path.realpath(path) not in skipped:
-                    _walk(path, prefix + name, listing, skipped, include, exclude)
-                continue
-            relative = prefix + name
-            if selecting and not _selected(relative, include, exclude):
-                continue
-            try:
-                stat = os.stat(name, dir_fd=fd)
-            except OSError:  # a dangling link: reading it reports the problem
-                paths.append(relative)
-                stats.extend((UNKNOWN, UNKNOWN, UNKNOWN))
-                continue
-            if not S_ISREG(stat.st_mode):
-                logger.debug("%s: not a regular file, skipped", relative)
-                continue
-            paths.append(relative)
-            stats.extend((stat.st_size, stat.st_mtime_ns, stat.st_ino))
     except OSError as error:
-        if not prefix:
+        if not prefix:  # the store root itself must be readable; a subfolder is reported and passed over
             raise StoreError(f"{folder}: cannot read store folder: {error.strerror}") from None
         logger.warning("%s: cannot read folder: %s", folder, error.strerror)
+        return
+    names.sort()
+    files: list[str] = []
+    folders.append((folder, prefix, files))
+    selecting = bool(include or exclude)
+    for name in names:
+        if name[-1] != "/":
+            if not selecting or _selected(prefix + name, include, exclude):
+                files.append(name)
+            continue
+        path = os.path.join(folder, name[:-1])
+        if os.path.realpath(path) in skipped:
+            continue
+        _walk(path, prefix + name, folders, skipped, include, exclude)
+        files = []  # the files after this folder come after its own files in the listing
+        folders.append((folder, prefix, files))
+
+
+def _stat(folders: list[tuple[str, str, list[str]]], start: int, stop: int) -> tuple[array[int], array[int]]:
+    """(size, mtime_ns, inode) and the kind of files start..stop of the listing. Each stat looks up one
+    name in an open folder (fstatat), not the whole path again."""
+    stats, kinds = array("q"), array("b")
+    position = 0
+    for folder, _, names in folders:
+        first, last = max(start - position, 0), min(stop - position, len(names))
+        position += len(names)
+        if first >= last:
+            continue
+        try:
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            stats.extend((UNKNOWN,) * (3 * (last - first)))
+            kinds.extend((_MISSING,) * (last - first))
+            continue
+        try:
+            for name in names[first:last]:
+                try:
+                    stat = os.stat(name, dir_fd=fd)
+                except OSError:  # a dangling link: reading it reports the problem
+                    stats.extend((UNKNOWN, UNKNOWN, UNKNOWN))
+                    kinds.append(_MISSING)
+                    continue
+                stats.extend((stat.st_size, stat.st_mtime_ns, stat.st_ino))
+                kinds.append(_REGULAR if S_ISREG(stat.st_mode) else _OTHER)
+        finally:
+            os.close(fd)
+    return stats, kinds
+
+
+def _two_processes(count: int) -> bool:
+    """Fork only a process with a single thread (a forked child of a threaded process could wait forever
+    on a lock some other thread held), with more than one core to run on."""
+    if count < PARALLEL_STAT_FROM or not hasattr(os, "fork") or threading.active_count() > 1:
+        return False
+    return hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1
+
+
+def _stat_in_two(folders: list[tuple[str, str, list[str]]], count: int) -> tuple[array[int], array[int]]:
+    """_stat() of the whole listing, the second half in a forked child that writes its results into
+    memory shared with this process. Should the child fail, this process stats that half itself."""
+    half = count // 2
+    rest = count - half
+    shared = mmap.mmap(-1, _STAT * rest)
+    pid = os.fork()
+    if pid == 0:  # the child: no clean-up of the parent's state, no exit handlers, just the work
+        status = 1
+        try:
+            stats, kinds = _stat(folders, half, count)
+            shared[:] = stats.tobytes() + kinds.tobytes()
+            status = 0
+        finally:
+            os._exit(status)
+    try:
+        stats, kinds = _stat(folders, 0, half)
     finally:
-        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    if status == 0:
+        stats.frombytes(shared[:(_STAT - 1) * rest])
+        kinds.frombytes(shared[(_STAT - 1) * rest:])
+    else:
+        logger.debug("the stat helper process failed (status %s); stat'ing its half here", status)
+        more_stats, more_kinds = _stat(folders, half, count)
+        stats.extend(more_stats)
+        kinds.extend(more_kinds)
+    shared.close()
+    return stats, kinds
 
 
 def _selected(relative: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
@@ -207,33 +279,33 @@ def _fast_document(loader: Any, root: yaml.Node) -> Any:
     bookkeeping per node) for the plain YAML of front matter: strings, numbers, booleans, nulls, dates,
     lists and mappings with plain keys. Any other node (merge keys, sets, binary, unknown tags) goes through
     SafeConstructor itself, so results and errors are the same; only about half the time is spent."""
-    built: dict[yaml.Node, Any] = {}  # aliases give the same object, as SafeConstructor's do
-    constructors = loader.yaml_constructors
+    return _construct(root, loader, {})
 
-    def construct(node: yaml.Node) -> Any:
-        tag, kind = node.tag, node.__class__
-        if kind is yaml.ScalarNode and tag == _STR:
-            return node.value
-        if node in built:
-            return built[node]
-        if kind is yaml.MappingNode and tag == _MAP and all(
-                key.__class__ is yaml.ScalarNode and key.tag in _PLAIN_SCALARS for key, _ in node.value):
-            mapping: dict[Any, Any] = {}
-            built[node] = mapping
-            for key, value in node.value:
-                mapping[construct(key)] = construct(value)
-            return mapping
-        if kind is yaml.SequenceNode and tag == _SEQ:
-            sequence: list[Any] = []
-            built[node] = sequence
-            sequence.extend(construct(child) for child in node.value)
-            return sequence
-        if kind is yaml.ScalarNode and tag in _PLAIN_SCALARS:
-            return constructors[tag](loader, node)
-        built[node] = loader.construct_object(node, deep=True)
+
+def _construct(node: yaml.Node, loader: Any, built: dict[yaml.Node, Any]) -> Any:
+    # A module-level function, not a closure: a closure that calls itself is a reference cycle, left for
+    # the cyclic garbage collector, which reading workers run without.
+    tag, kind = node.tag, node.__class__
+    if kind is yaml.ScalarNode and tag == _STR:
+        return node.value
+    if node in built:  # an alias: the same object, as SafeConstructor gives
         return built[node]
-
-    return construct(root)
+    if kind is yaml.MappingNode and tag == _MAP and all(
+            key.__class__ is yaml.ScalarNode and key.tag in _PLAIN_SCALARS for key, _ in node.value):
+        mapping: dict[Any, Any] = {}
+        built[node] = mapping
+        for key, value in node.value:
+            mapping[_construct(key, loader, built)] = _construct(value, loader, built)
+        return mapping
+    if kind is yaml.SequenceNode and tag == _SEQ:
+        sequence: list[Any] = []
+        built[node] = sequence
+        sequence.extend([_construct(child, loader, built) for child in node.value])
+        return sequence
+    if kind is yaml.ScalarNode and tag in _PLAIN_SCALARS:
+        return loader.yaml_constructors[tag](loader, node)
+    built[node] = loader.construct_object(node, deep=True)
+    return built[node]
 
 
 if hasattr(yaml, "CSafeLoader"):

@@ -51,6 +51,7 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
     present = set(files) | kept
     # Record what is about to exist before writing it: a crash in between must not orphan a file.
     save_manifest(manifest, output, owned | present)
+    folders: set[Path] = set()  # where files were renamed into place: each folder is synced once, at the end
     for relative in sorted(present):
         if stop_requested():
             logger.info("stop requested: %d files left unwritten", len(present) - len(result.written)
@@ -64,7 +65,8 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
             if _same_bytes(target, files[relative]):
                 result.unchanged.append(relative)
                 continue
-            write_atomic(target, files[relative])
+            write_atomic(target, files[relative], sync_folder=False)
+            folders.add(target.parent)
         except OSError as exc:
             cause = exc.strerror or str(exc)
             logger.error("%s: not written, the previous version stays: %s", target, cause)
@@ -79,6 +81,8 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
             else:
                 present.add(relative)
         save_manifest(manifest, output, present)
+    for folder in sorted(folders):  # the renames above are durable from here on
+        _fsync_folder(folder)
     return result
 
 
@@ -90,7 +94,9 @@ def inside(output: Path, relative: str) -> Path:
     return output.joinpath(*parts)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, sync_folder: bool = True) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it and rename it over `path`, then fsync the
+    folder (unless `sync_folder` is false: a caller writing many files there syncs the folder once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
@@ -106,7 +112,8 @@ def write_atomic(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_folder(path.parent)
+    if sync_folder:
+        _fsync_folder(path.parent)
 
 
 def remove_temporaries(output: Path) -> list[Path]:

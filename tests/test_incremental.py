@@ -6,12 +6,16 @@ reading every file writes.
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
+import random
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +25,8 @@ import yaml
 from publisher import catalog, progress, reading, scan_cache, store
 from publisher.articles import read_article
 from publisher.build import build, collect
-from publisher.config import Config, load_config
+from publisher.config import Config
+from publisher.selection import as_datetime
 from tests.conftest import REPO, cli_env, make_config, require_corpus, snapshot, write_article
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -236,7 +241,7 @@ def test_encoded_articles_decode_to_equal_articles(tmp_path):
         record = reading.read_record(corpus, summary.source, config.assets_base_url)
         article = reading.decode(record[reading.ENCODED])
         assert article == read_article(store.read(corpus, summary.source), config.assets_base_url)[0]
-        assert (summary.id, summary.published, summary.updated, summary.topics) == (
+        assert (summary.id, as_datetime(summary.published), as_datetime(summary.updated), summary.topics) == (
             article.id, article.published, article.updated, article.topics)
 
 
@@ -368,3 +373,165 @@ def test_progress_is_quiet_at_warning_level_and_for_short_scans(caplog, stream):
     with caplog.at_level(logging.INFO, logger="publisher"):
         progress.Progress(10, "files read", stream).advance(5)  # under DELAY seconds
     assert stream.getvalue() == "" and not caplog.records
+
+
+def selection_of(config: Config, now: datetime) -> tuple[tuple, list]:
+    """What select() gives, in comparable form."""
+    live, feeds = catalog.select(catalog.collect(config), config, now)
+    counts = (len(live.articles), live.unpublished, live.scheduled, live.duplicates, live.next_due,
+              [entry.source for entry in live.held])
+    return counts, feeds
+
+
+def test_updated_selection_equals_selecting_from_scratch(tmp_path, caplog):
+    """Random batches of changes (new, changed, deleted, unpublished, scheduled, duplicate, renamed topic
+    files) against a small max_items, so that feeds fill up and some updates cannot be done in place: the
+    selection kept from the last build, updated, must always be the one a build from scratch makes."""
+    rng = random.Random(6)
+    store_folder = tmp_path / "store"
+    topics = ["AI", "Robots", "robots", "Vision", "Chips", "Ethics"]
+    config = make_config(tmp_path, max_items=3)
+    names: list[str] = []
+    clock = time.time_ns() - 10**12  # files dated well before the scans (see catalog.RACY_NS)
+
+    def write(name: str) -> None:
+        url = f"https://news.example.com/{rng.randrange(40) if rng.random() < 0.1 else name}"
+        date = f"2024-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}T10:00:00Z" if rng.random() > 0.05 \
+            else "2027-01-01T00:00:00Z"
+        write_article(store_folder, name, webUrl=url, topics=rng.sample(topics, rng.randint(0, 3)),
+                      publishedDateTime=date, published=rng.random() > 0.15)
+
+    for index in range(40):
+        names.append(f"a{index:03d}.md")
+        write(names[-1])
+    updated = 0
+    for batch in range(25):
+        for _ in range(rng.randint(1, 4)):
+            action = rng.random()
+            if action < 0.4 or not names:
+                names.append(f"b{batch:02d}-{rng.randrange(10**6)}.md")
+                write(names[-1])
+            elif action < 0.8:
+                write(rng.choice(names))
+            else:
+                (store_folder / names.pop(rng.randrange(len(names)))).unlink()
+        clock += 10**10
+        for path in store_folder.iterdir():
+            os.utime(path, ns=(clock, clock))
+        now = NOW if batch < 20 else datetime(2027, 6, 1, tzinfo=timezone.utc)  # the scheduled fall due
+        with caplog.at_level(logging.DEBUG, logger="publisher.catalog"):
+            caplog.clear()
+            got = selection_of(config, now)
+        updated += any("selection updated" in record.getMessage() for record in caplog.records)
+        shutil.rmtree(tmp_path / "fresh-state", ignore_errors=True)
+        scratch = make_config(tmp_path, max_items=3, state="fresh-state")
+        assert got == selection_of(scratch, now), batch
+    assert updated >= 5  # the update in place was tried and taken, not only the selection from scratch
+
+
+def test_reading_leaves_no_reference_cycles(tmp_path):
+    """Reading workers run without the cyclic garbage collector: reading must not make garbage cycles,
+    or a cold build of a big store would keep every document it parsed in memory."""
+    corpus = require_corpus()
+    paths = [p.relative_to(corpus).as_posix() for p in sorted(corpus.rglob("*")) if p.is_file()]
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        records = reading.read_chunk(str(corpus), paths, [(0, 0, 0)] * len(paths), "https://example.org/")
+        assert sum(record[reading.KIND] == reading.ARTICLE for record in records) > 100
+        del records
+        assert gc.collect() == 0
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def index_of(rows: dict[str, tuple[int, int, int]]) -> scan_cache.Index:
+    index = scan_cache.Index()
+    for path in sorted(rows):
+        index.paths.append(path)
+        index.stats.extend(rows[path])
+        for column in index.columns.values():
+            column.append(None)
+    return index
+
+
+def listing_of(rows: dict[str, tuple[int, int, int]]) -> store.Listing:
+    listing = store.Listing()
+    for path in sorted(rows):
+        listing.paths.append(path)
+        listing.stats.extend(rows[path])
+    return listing
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_index_changes_find_exactly_the_new_changed_and_deleted_files(seed):
+    rng = random.Random(seed)
+    before = {f"f{n:03d}.md": (rng.randrange(10**4), rng.randrange(10**6), n) for n in range(rng.randrange(60))}
+    after = dict(before)
+    expected_unread, expected_deleted = set(), set()
+    for _ in range(rng.randrange(8)):
+        path = f"f{rng.randrange(80):03d}.md"
+        action = rng.random()
+        if action < 0.3 and path in after:  # deleted
+            del after[path]
+        elif action < 0.7:  # new, or changed
+            after[path] = (rng.randrange(10**4), rng.randrange(10**6), rng.randrange(100))
+        else:
+            continue
+    for path, stat in after.items():
+        if before.get(path) != stat:
+            expected_unread.add(path)
+    expected_deleted = set(before) - set(after)
+    listing = listing_of(after)
+    changes = index_of(before).changes(listing.paths, listing.stats, trusted_before=10**6)
+    assert {listing.paths[row] for row in changes.unread} == expected_unread
+    assert set(changes.deleted) == expected_deleted
+    for new, old, length in changes.runs:  # runs pair rows of the same path
+        assert listing.paths[new:new + length] == index_of(before).paths[old:old + length]
+
+
+def test_index_changes_read_files_too_recent_to_judge():
+    rows = {"a.md": (1, 100, 1), "b.md": (1, 5_000, 2), "c.md": (1, 200, 3)}
+    listing = listing_of(rows)
+    changes = index_of(rows).changes(listing.paths, listing.stats, trusted_before=1_000)
+    assert [listing.paths[row] for row in changes.unread] == ["b.md"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_listing_is_the_same_stat_in_one_process_or_two(tmp_path, monkeypatch):
+    store_folder = tmp_path / "store"
+    for name in ["a.md", "a/x.md", "a-b.md", "a/b/c.md", "b.md", "Z.md", "é.md", "skip/s.md", "a.txt"]:
+        write_article(store_folder, name)
+    (store_folder / "dangling.md").symlink_to(store_folder / "nowhere.md")
+    (store_folder / "linked").symlink_to(store_folder / "a", target_is_directory=True)
+    os.mkfifo(store_folder / "pipe.md")
+    arguments = (store_folder, ("**/*.md",), ("skip/*",), (tmp_path / "out",))
+    monkeypatch.setattr(store, "PARALLEL_STAT_FROM", 10**9)
+    one = store.scan(*arguments)
+    monkeypatch.setattr(store, "PARALLEL_STAT_FROM", 1)
+    if not store._two_processes(len(one)):
+        pytest.skip("one core, or other threads running: the listing is made in one process")
+    two = store.scan(*arguments)
+    assert one.paths == two.paths == sorted(one.paths) == [
+        "Z.md", "a-b.md", "a.md", "a/b/c.md", "a/x.md", "b.md", "dangling.md", "é.md"]
+    assert one.stats == two.stats
+    assert one.stat(one.paths.index("dangling.md")) == (store.UNKNOWN,) * 3
+
+
+def test_reading_from_a_thread_starts_workers_that_do_not_fork(site):
+    """The daemon builds from a thread: its workers are spawned, not forked, and read the same."""
+    config = make_config(site)
+    serial = catalog.collect(config, save=False, workers=1)
+    found: list[object] = []
+
+    def daemon_build() -> None:
+        found.append(reading._start_method().get_start_method())
+        found.append(catalog.collect(config, save=False, workers=2, parallel_from=0))
+    thread = threading.Thread(target=daemon_build)
+    thread.start()
+    thread.join(timeout=120)
+    method, parallel = found
+    assert method == "spawn"
+    assert list(parallel.articles) == list(serial.articles) and parallel.problems == serial.problems
