@@ -95,13 +95,10 @@ def test_base_url_gets_a_trailing_slash(tmp_path):
     ("enclosures:\n  workers: 0\n", "enclosures.workers: expected a whole number above 0"),
     ("enclosures:\n  max_probes: -1\n", "enclosures.max_probes: expected a whole number (0 or more)"),
     ("enclosures:\n  probe: 1\n", "enclosures.probe: expected true or false"),
+    ("schedule:\n  cron: '0 9 * * 8'\n", "schedule.cron: day of week: 8 is not 0-7"),
 ])
 def test_invalid_operational_settings(tmp_path, text, words):
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    with pytest.raises(ConfigError) as error:
-        load_config(path)
-    assert words in str(error.value), str(error.value)
+    test_invalid_config_names_the_key_and_file(tmp_path, text, words)
 
 
 @pytest.mark.parametrize("text, every", [("2h", 7200.0), ("90", 90.0), ("1.5m", 90.0), ("1s", 1.0)])
