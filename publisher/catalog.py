@@ -257,7 +257,7 @@ def _row(index: scan_cache.Index, path: str) -> int | None:
 
 
 def select(collection: Collection, config: Config, now: datetime) -> tuple[Live, list[Feed]]:
-    """live_articles() and select_feeds() on the summaries of a collect()ed store, then the feeds with
+    """live_articles(), tally() and feeds_from() on the summaries of a collect()ed store, then the feeds with
     the full Articles of their entries.
 
     The last selection is kept in the state folder beside the scan cache. When no file changed since,

@@ -27,7 +27,7 @@ from publisher.config import Config
 from publisher.precompress import SUFFIX
 from publisher.render import Format
 from publisher.selection import Feed
-from publisher.writer import WriteResult, write_atomic
+from publisher.writer import WriteResult, read_state_json, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -110,19 +110,14 @@ def state_path(state: Path, output: Path) -> Path:
 
 
 def _settings(config: Config, formats: Iterable[Format]) -> str:
-    parts = [FORMAT, publisher.__version__, _code_digest(), _feedgen_version(), repr(config.site),
+    parts = [FORMAT, publisher.__version__, publisher.source_digest(*RENDERING_CODE), _feedgen_version(),
+             repr(config.site),
              list(config.websub.hubs), [fmt.name for fmt in formats], config.precompress]
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
 
 
 def _recorded(path: Path, output: Path, settings: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        logger.warning("%s: feed fingerprints unreadable (%s); every feed is rendered", path, exc)
-        return {}
+    data = read_state_json(path, "feed fingerprints", "every feed is rendered")
     if (not isinstance(data, dict) or data.get("format") != FORMAT or data.get("output") != str(output)
             or data.get("settings") != settings or not isinstance(data.get("feeds"), dict)):
         return {}  # other settings or code: every feed is rendered again
@@ -140,16 +135,6 @@ def _stats(output: Path, names: Iterable[str]) -> dict[str, list[int]] | None:
         stats[name] = [stat.st_size, stat.st_mtime_ns]
     return stats
 
-
-def _code_digest() -> str:
-    digest = hashlib.sha256()
-    package = Path(publisher.__file__).parent
-    for name in RENDERING_CODE:
-        try:
-            digest.update((package / f"{name}.py").read_bytes())
-        except OSError:
-            digest.update(name.encode("ascii"))
-    return digest.hexdigest()
 
 
 def _feedgen_version() -> str:

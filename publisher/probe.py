@@ -42,7 +42,7 @@ from publisher.articles import Article, Image
 from publisher.config import EnclosureConfig
 from publisher.selection import Feed
 from publisher.web import SCHEMES, describe_failure, new_session
-from publisher.writer import write_atomic
+from publisher.writer import read_state_json, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -210,12 +210,8 @@ def prune(cache: Mapping[str, Known], urls: Iterable[str], now: float, max_age: 
 
 def load_cache(path: Path) -> dict[str, Known]:
     """The records in `path`; an unreadable or foreign file gives an empty cache (and a warning)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        logger.warning("%s: enclosure cache unreadable (%s); starting a new one", path, exc)
+    data = read_state_json(path, "enclosure cache", "starting a new one")
+    if data is None:
         return {}
     if not (isinstance(data, dict) and data.get("version") == CACHE_VERSION
             and isinstance(data.get("entries"), dict)):

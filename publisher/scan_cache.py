@@ -62,7 +62,7 @@ def cache_key(config: Config) -> str:
     parts = {
         "format": FORMAT,
         "publisher": publisher.__version__,
-        "code": _code_digest(),
+        "code": publisher.source_digest(*CODE),
         "python": sys.version,  # marshal's format is only stable within a Python version
         "pyyaml": [yaml.__version__, getattr(yaml, "__with_libyaml__", False)],
         "store": str(config.store),
@@ -371,13 +371,3 @@ class Records:
             raise
         return connection
 
-
-def _code_digest() -> str:
-    digest = hashlib.sha256()
-    package = Path(publisher.__file__).parent
-    for name in CODE:
-        try:
-            digest.update((package / f"{name}.py").read_bytes())
-        except OSError:  # an installation without sources, or a module that does not exist (yet)
-            digest.update(name.encode("ascii"))
-    return digest.hexdigest()

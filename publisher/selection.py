@@ -145,13 +145,6 @@ def live_articles(articles: Iterable[Entry], now: Instant) -> Live:
                 None if next_due is None else as_datetime(next_due), tuple(held))
 
 
-def select_feeds(articles: Iterable[Entry], site_title: str, max_items: int,
-                 families: tuple[Family, ...] = FAMILIES) -> list[Feed]:
-    """Every feed of every family with its newest `max_items` entries, ordered by output path. The entries
-    are the objects given (the build selects on the catalog's small summaries, then resolves them)."""
-    return feeds_from(tally(articles, max_items, families), site_title, max_items, families)
-
-
 @dataclass
 class Tally:
     """What selection counts before it makes the feeds, per family name and label: how many live articles

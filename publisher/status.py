@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from publisher.writer import write_atomic
+from publisher.writer import read_state_json, write_atomic
 
 if TYPE_CHECKING:
     from publisher.config import Config
@@ -40,14 +40,10 @@ def status_path(state: Path) -> Path:
 
 
 def read_status(state: Path) -> Status | None:
-    try:
-        data = json.loads(status_path(state).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    data = read_state_json(status_path(state), "status file", "taken as no status")
+    if not isinstance(data, dict):
         return None
-    except (OSError, ValueError) as exc:
-        logger.warning("%s: unreadable status file: %s", status_path(state), exc)
-        return None
-    known = {name: data[name] for name in Status.__dataclass_fields__ if isinstance(data, dict) and name in data}
+    known = {name: data[name] for name in Status.__dataclass_fields__ if name in data}
     return Status(**known)
 
 

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from publisher.errors import WriteError
 
@@ -136,18 +136,27 @@ def manifest_path(state: Path, output: Path) -> Path:
 
 
 def read_manifest(path: Path, output: Path) -> set[str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return set()
-    except (OSError, ValueError) as exc:
-        logger.warning("%s: manifest unreadable (%s); files it listed will not be removed", path, exc)
+    data = read_state_json(path, "manifest", "files it listed will not be removed")
+    if data is None:
         return set()
     if not (isinstance(data, dict) and data.get("version") == MANIFEST_VERSION
             and isinstance(data.get("files"), list) and data.get("output") == str(output)):
         logger.warning("%s: manifest of another version or folder; starting a new one", path)
         return set()
     return {f for f in data["files"] if isinstance(f, str)}
+
+
+def read_state_json(path: Path, what: str, consequence: str) -> Any:
+    """The JSON in a state file the publisher wrote, or None when there is none. A file that cannot be read or
+    parsed also gives None, with one warning naming it, `what` it is and the `consequence`: state files are
+    caches and records, and a damaged one must never stop a build."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: %s unreadable (%s); %s", path, what, exc, consequence)
+        return None
 
 
 def save_manifest(path: Path, output: Path, files: set[str]) -> None:

@@ -39,6 +39,23 @@ def require_corpus() -> Path:
     return CORPUS
 
 
+@pytest.fixture(scope="session")
+def corpus_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The whole corpus built twice through the CLI, once per test session: the output, both runs' results,
+    and snapshots of the output after each."""
+    corpus = require_corpus()
+    folder = tmp_path_factory.mktemp("corpus")
+    config = write_config(folder, store=str(corpus), max_items=1000,
+                          assets_base_url="https://everyday-cc.github.io/ai/")
+    first = run_cli("build", "-c", config)
+    assert first.returncode == 0, first.stderr
+    out = folder / "out"
+    before = snapshot(out)
+    second = run_cli("build", "-c", config)
+    return {"folder": folder, "config": config, "out": out, "first": first, "second": second,
+            "before": before, "after": snapshot(out)}
+
+
 def write_config(folder: Path, **settings: Any) -> Path:
     """A config.yaml in `folder` with test defaults; keyword arguments replace top-level keys."""
     data: dict[str, Any] = {"store": "store", "output": "out", "state": "state",

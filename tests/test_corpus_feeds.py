@@ -12,7 +12,7 @@ import pytest
 import yaml
 from lxml import etree
 
-from tests.conftest import ATOM, MEDIA, NS, SITE, require_corpus, run_cli, snapshot, write_config
+from tests.conftest import ATOM, MEDIA, NS, SITE, require_corpus
 
 
 def _front_matter(path: Path) -> dict | None:
@@ -21,21 +21,6 @@ def _front_matter(path: Path) -> dict | None:
         return None
     data = yaml.safe_load(text.split("---", 2)[1])
     return data if isinstance(data, dict) else None
-
-
-@pytest.fixture(scope="module")
-def corpus_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    corpus = require_corpus()
-    folder = tmp_path_factory.mktemp("corpus")
-    config = write_config(folder, store=str(corpus), max_items=1000,
-                          assets_base_url="https://everyday-cc.github.io/ai/")
-    first = run_cli("build", "-c", config)
-    assert first.returncode == 0, first.stderr
-    out = folder / "out"
-    before = snapshot(out)
-    second = run_cli("build", "-c", config)
-    return {"folder": folder, "config": config, "out": out, "first": first, "second": second,
-            "before": before, "after": snapshot(out)}
 
 
 @pytest.fixture(scope="module")

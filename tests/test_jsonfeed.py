@@ -16,7 +16,7 @@ from publisher.build import build
 from publisher.config import SiteConfig
 from publisher.render import FORMATS, render
 from publisher.selection import Feed, FeedSpec
-from tests.conftest import ATOM, SITE, make_config, require_corpus, run_cli, write_article, write_config
+from tests.conftest import ATOM, SITE, make_config, run_cli, write_article
 
 JSON_FEED_1_1 = "https://jsonfeed.org/version/1.1"
 HUBS = ("https://hub.example.org/", "https://websub.example.net/hub?x=1&y=2")
@@ -52,14 +52,8 @@ def load(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def corpus_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    corpus = require_corpus()
-    folder = tmp_path_factory.mktemp("corpus-json")
-    config = write_config(folder, store=str(corpus), max_items=200,
-                          assets_base_url="https://everyday-cc.github.io/ai/")
-    result = run_cli("build", "-c", config)
-    assert result.returncode == 0, result.stderr
-    return folder / "out"
+def corpus_out(corpus_build: dict) -> Path:
+    return corpus_build["out"]
 
 
 def test_every_atom_feed_has_a_json_feed_with_the_same_entries(corpus_out):

@@ -90,7 +90,7 @@ def test_hub_answering_500_gets_the_retries_and_the_build_exits_0(tmp_path):
     attempts = 1 + len(RETRY_DELAYS)
     assert announced(failing) == sorted(feeds * attempts)  # every changed feed, every attempt
     assert announced(working) == feeds  # once each: a working hub is not pinged again
-    assert f"WebSub: 3 pings sent, 3 failed" in result.stdout
+    assert "WebSub: 3 pings sent, 3 failed" in result.stdout
     assert (f"{failing.url('/hub')} not told about 3 of 3 changed feeds ({BASE}all.atom and 2 more) "
             f"after {attempts} attempts: HTTP 500") in result.stderr
 
