@@ -49,10 +49,13 @@ workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"code": code, "build": seconds, "own_kib": own, "worker_kib": workers}), file=sys.stderr)
 """
 
-WORDS = ("model data learning neural network intelligence machine vision language robot health market "
-         "startup research cloud chip compute training inference agent safety policy privacy face "
-         "recognition autonomous vehicle drug discovery finance fraud retail search voice assistant "
-         "translation image video generative open source benchmark dataset deployment edge sensor").split()
+WORDS = [
+    "model", "data", "learning", "neural", "network", "intelligence", "machine", "vision", "language", "robot",
+    "health", "market", "startup", "research", "cloud", "chip", "compute", "training", "inference", "agent",
+    "safety", "policy", "privacy", "face", "recognition", "autonomous", "vehicle", "drug", "discovery", "finance",
+    "fraud", "retail", "search", "voice", "assistant", "translation", "image", "video", "generative", "open",
+    "source", "benchmark", "dataset", "deployment", "edge", "sensor",
+]
 PROVIDERS = [(f"Provider {n}", f"provider{n}.example.com") for n in range(95)]
 TOPICS = ["AI"] + [f"Topic {n:02d}" for n in range(1, 100)]  # "AI" is on every article, as in the corpus
 

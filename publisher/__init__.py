@@ -7,7 +7,7 @@ from pathlib import Path
 __version__ = "0.1.0"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source_digest(*modules: str) -> str:
     """A digest of these modules' source files: caches keyed by it are dropped when that code changes, even
     without a version bump. Constant for the life of a process, so computed once."""

@@ -11,7 +11,7 @@ import html
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -217,8 +217,8 @@ def parse_datetime(value: Any) -> datetime:
     else:
         raise ValueError(f"expected a date, got {_kind(value)}")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).replace(microsecond=0)
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0)
 
 
 def _link(r: _Reader, meta: dict[str, Any]) -> str:

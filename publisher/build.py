@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from publisher import catalog
 from publisher.catalog import Collection
@@ -76,7 +76,7 @@ def build(config: Config, now: datetime | None = None,
           stop_requested: Callable[[], bool] = lambda: False) -> BuildReport:
     """Build every feed from the store and bring the output folder up to date."""
     started = time.monotonic()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     collection = catalog.collect(config)  # and remember what each file yielded, in the state folder
     for problem in collection.problems:
         logger.warning("%s%s", problem, "; left out of every feed" if problem.fatal else "")

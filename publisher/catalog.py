@@ -19,17 +19,31 @@ import logging
 import time
 from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from publisher import reading, scan_cache, store
 from publisher.articles import Article, Problem
 from publisher.config import Config
 from publisher.reading import ARTICLE, INVALID, NO_FRONT_MATTER, NOT_ARTICLE, UNREADABLE
-from publisher.selection import (LIVE, SCHEDULED, UNPUBLISHED, Feed, FeedSpec, Live, Tally, as_datetime,
-                                 feeds_from, live_articles, status, tally, updated_tally)
+from publisher.selection import (
+    LIVE,
+    SCHEDULED,
+    UNPUBLISHED,
+    Feed,
+    FeedSpec,
+    Live,
+    Tally,
+    as_datetime,
+    feeds_from,
+    live_articles,
+    status,
+    tally,
+    updated_tally,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -414,7 +428,7 @@ def _collection(index: scan_cache.Index, cache: ScanState) -> Collection:
                        problems=[Problem(*problem) for problems in index.problems.values() for problem in problems],
                        cache=cache)
     if logger.isEnabledFor(logging.DEBUG):
-        for path, kind in zip(index.paths, kinds):
+        for path, kind in zip(index.paths, kinds, strict=False):
             if kind == NO_FRONT_MATTER:
                 logger.debug("%s: no front matter, not part of the store's data", path)
             elif kind == NOT_ARTICLE:
@@ -431,5 +445,6 @@ def summaries(index: scan_cache.Index) -> list[Summary]:
     new = tuple.__new__  # Summary(...) without the argument handling of its generated __new__
     return [new(Summary, (path, entry_id, published, updated, flag, topics.setdefault(labels, labels)))
             for path, kind, entry_id, published, updated, flag, labels
-            in zip(index.paths, c["kinds"], c["ids"], c["published"], c["updated"], c["flags"], c["topics"])
+            in zip(index.paths, c["kinds"], c["ids"], c["published"], c["updated"], c["flags"], c["topics"],
+                   strict=False)
             if kind == ARTICLE]

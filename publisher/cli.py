@@ -7,20 +7,21 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from publisher import __version__
 from publisher.build import collect
+from publisher.config import Config, load_config
 from publisher.daemon import run_daemon
+from publisher.errors import ConfigError, PublisherError, ServeError, StoreError
 from publisher.jobs import locked_build
 from publisher.lock import LockTimeout
 from publisher.logs import JsonFormatter
-from publisher.status import assess, format_status, read_status
-from publisher.config import Config, load_config
-from publisher.errors import ConfigError, PublisherError, ServeError, StoreError
 from publisher.serve import DEFAULT_HOST, DEFAULT_PORT, serve
+from publisher.status import assess, format_status, read_status
 
 logger = logging.getLogger("publisher")
 

@@ -13,14 +13,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Mapping
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers import SchedulerNotRunningError
@@ -83,10 +85,9 @@ class Daemon:
         threading.Thread(target=self._queue_reload, name="publisher-reload", daemon=True).start()
 
     def _shutdown(self) -> None:
-        try:
+        # Not started yet, or already stopped: run() sees the stop flag either way.
+        with contextlib.suppress(SchedulerNotRunningError):
             self._scheduler.shutdown(wait=False)
-        except SchedulerNotRunningError:
-            pass  # not started yet, or already stopped: run() sees the stop flag either way
 
     def _queue_reload(self) -> None:
         # On the worker thread, so that a reload never happens in the middle of a build.

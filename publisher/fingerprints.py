@@ -16,15 +16,16 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import publisher
-from publisher.reading import encode_article
 from publisher.config import Config
 from publisher.precompress import SUFFIX
+from publisher.reading import encode_article
 from publisher.render import Format
 from publisher.selection import Feed
 from publisher.writer import WriteResult, read_state_json, write_atomic

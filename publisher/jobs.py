@@ -4,8 +4,9 @@ cross-process build lock, with its start, end, result and counts recorded in the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from publisher.build import BuildReport, build
 from publisher.config import Config

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import unicodedata
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from lxml import etree
 

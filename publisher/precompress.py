@@ -8,7 +8,7 @@ header carries no file name and a zero modification time (RFC 1952 2.3.1: MTIME 
 from __future__ import annotations
 
 import gzip
-from typing import Mapping
+from collections.abc import Mapping
 
 SUFFIX = ".gz"
 

@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ KIND, ID, PUBLISHED, UPDATED, IS_PUBLISHED, TOPICS, PROBLEMS, ENCODED = range(8)
 PARALLEL_FROM = 2000
 CHUNK = 250  # at most this many files per task sent to a worker
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
 
@@ -61,7 +61,8 @@ def read_files(folder: Path, paths: list[str], stats: list[tuple[int, int, int]]
         if workers <= 1 or len(paths) < max(parallel_from, 2):
             for start in range(0, len(paths), CHUNK):
                 chunk = paths[start:start + CHUNK]
-                records.update(zip(chunk, read_chunk(str(folder), chunk, stats[start:start + CHUNK], base, sink)))
+                read = read_chunk(str(folder), chunk, stats[start:start + CHUNK], base, sink)
+                records.update(zip(chunk, read, strict=False))
                 progress.advance(len(chunk))
             return records
         # Several chunks per worker, so that none waits long for the last one to finish.
@@ -73,8 +74,8 @@ def read_files(folder: Path, paths: list[str], stats: list[tuple[int, int, int]]
             # map() yields in submission order: the result does not depend on which worker was faster.
             results = pool.map(read_chunk, repeat(str(folder)), chunks,
                                [stats[start:start + size] for start in starts], repeat(base), repeat(sink))
-            for chunk, chunk_records in zip(chunks, results):
-                records.update(zip(chunk, chunk_records))
+            for chunk, chunk_records in zip(chunks, results, strict=False):
+                records.update(zip(chunk, chunk_records, strict=False))
                 progress.advance(len(chunk))
         return records
     finally:
@@ -99,7 +100,7 @@ def read_chunk(folder: str, paths: list[str], stats: list[tuple[int, int, int]],
     records = [read_record(root, path, base) for path in paths]
     if sink is None:
         return records
-    rows = [(path, *stat, record[ENCODED]) for path, stat, record in zip(paths, stats, records)
+    rows = [(path, *stat, record[ENCODED]) for path, stat, record in zip(paths, stats, records, strict=False)
             if record[KIND] == ARTICLE]
     try:
         Records(*sink).insert(rows)

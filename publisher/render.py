@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -33,7 +34,7 @@ ATOM_NS = "http://www.w3.org/2005/Atom"
 MEDIA_NS = "http://search.yahoo.com/mrss/"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 # The date of an empty feed: fixed, so that an empty feed's bytes never change between builds.
-EMPTY_FEED_DATE = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EMPTY_FEED_DATE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Format:
     media_type: str
     label: str  # what people call it, for links on the index page
     # (feed, this format, site, WebSub hub URLs) -> the complete document
-    render: Callable[[Feed, "Format", SiteConfig, tuple[str, ...]], bytes]
+    render: Callable[[Feed, Format, SiteConfig, tuple[str, ...]], bytes]
 
 
 def feed_url(site: SiteConfig, feed: Feed, fmt: Format) -> str:

@@ -31,10 +31,11 @@ import tempfile
 import zlib
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -100,7 +101,7 @@ def open_state(path: Path, key: str, what: str) -> StateFile | None:
     """The state file at `path` when it was written with `key`; None when it is missing, from another key
     (one INFO line) or damaged (one WARNING line)."""
     try:
-        stream = open(path, "rb")
+        stream = open(path, "rb")  # noqa: SIM115 - kept open for payload(), closed there
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -11,18 +11,19 @@ import logging
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 from operator import attrgetter
-from typing import Callable, Iterable, Protocol, Sequence, Union
+from typing import Protocol
 
 from publisher.articles import Article
 
 logger = logging.getLogger(__name__)
 
-Instant = Union[datetime, int]  # an aware datetime, or microseconds since the epoch (see Entry)
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+Instant = datetime | int  # an aware datetime, or microseconds since the epoch (see Entry)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 

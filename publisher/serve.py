@@ -15,11 +15,12 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from publisher.config import Config
@@ -197,7 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._headers({"Location": location, "Content-Length": "0"})
 
     def _error(self, status: HTTPStatus) -> None:
-        body = f"{status.value} {status.phrase}\n".encode("utf-8")
+        body = f"{status.value} {status.phrase}\n".encode()
         self.send_response(status)
         self._headers({"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))})
         if self.command != "HEAD":

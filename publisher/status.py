@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,12 +65,12 @@ def update_status(folder: Path, **changes: Any) -> Status:
 
 
 def timestamp(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="seconds")
+    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
 
 
 def assess(status: Status, config: Config, now: datetime | None = None) -> tuple[bool, str]:
     """Is the publisher healthy? A verdict a person (or a monitoring check) can act on."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if status.mode == "daemon":
         if status.state == "stopped":
             return False, f"daemon stopped (pid {status.pid})"

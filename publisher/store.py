@@ -81,7 +81,7 @@ def scan(store: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = 
     if not kinds.count(_OTHER):
         return Listing(paths, stats)
     listing = Listing()
-    for position, (path, kind) in enumerate(zip(paths, kinds)):
+    for position, (path, kind) in enumerate(zip(paths, kinds, strict=False)):
         if kind == _OTHER:
             logger.debug("%s: not a regular file, skipped", path)
             continue

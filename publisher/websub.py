@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import requests
 
@@ -62,7 +62,7 @@ def ping_hubs(hubs: Sequence[str], urls: Sequence[str], agent: str,
     if not hubs or not urls:
         return []
     pending = [(hub, url) for hub in dict.fromkeys(hubs) for url in dict.fromkeys(urls)]
-    tally = _Tally(attempts={pair: 0 for pair in pending})
+    tally = _Tally(attempts=dict.fromkeys(pending, 0))
     with new_session(agent, 1) as session:
         for pause in (0.0, *delays):
             if not pending:

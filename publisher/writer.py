@@ -7,14 +7,16 @@ files the publisher owns there, so that a feed that disappears is removed and no
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from publisher.errors import WriteError
 
@@ -107,10 +109,8 @@ def write_atomic(path: Path, data: bytes, sync_folder: bool = True) -> None:
         os.chmod(temporary, FILE_MODE)
         os.replace(temporary, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        except FileNotFoundError:
-            pass
         raise
     if sync_folder:
         _fsync_folder(path.parent)

@@ -14,7 +14,8 @@ import yaml
 from publisher.config import Config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("PUBLISHER_CORPUS", REPO.parent / "shared" / "corpus"))
+# A copy of ../shared/corpus kept in the repository (tests/corpus/README.md), so a clone anywhere runs every test.
+CORPUS = Path(os.environ.get("PUBLISHER_CORPUS", REPO / "tests" / "corpus"))
 ATOM = "http://www.w3.org/2005/Atom"
 MEDIA = "http://search.yahoo.com/mrss/"
 NS = {"a": ATOM, "media": MEDIA, "dc": "http://purl.org/dc/elements/1.1/",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -32,18 +32,18 @@ def problem(**meta):
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("2024-02-14T20:13:00Z", datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),
-    ("2024-02-14T21:13:00+01:00", datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),
-    ("2024-02-14T20:13:00", datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),  # naive means UTC
-    ("2024-02-14T20:13:00.987654Z", datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),
-    (datetime(2024, 2, 14, 20, 13), datetime(2024, 2, 14, 20, 13, tzinfo=timezone.utc)),
+    ("2024-02-14T20:13:00Z", datetime(2024, 2, 14, 20, 13, tzinfo=UTC)),
+    ("2024-02-14T21:13:00+01:00", datetime(2024, 2, 14, 20, 13, tzinfo=UTC)),
+    ("2024-02-14T20:13:00", datetime(2024, 2, 14, 20, 13, tzinfo=UTC)),  # naive means UTC
+    ("2024-02-14T20:13:00.987654Z", datetime(2024, 2, 14, 20, 13, tzinfo=UTC)),
+    (datetime(2024, 2, 14, 20, 13), datetime(2024, 2, 14, 20, 13, tzinfo=UTC)),
     (datetime(2019, 12, 8, 8, 0, tzinfo=timezone(timedelta(hours=-8))),
-     datetime(2019, 12, 8, 16, 0, tzinfo=timezone.utc)),
-    (date(2024, 2, 14), datetime(2024, 2, 14, tzinfo=timezone.utc)),
+     datetime(2019, 12, 8, 16, 0, tzinfo=UTC)),
+    (date(2024, 2, 14), datetime(2024, 2, 14, tzinfo=UTC)),
 ])
 def test_dates_become_utc_whole_seconds(value, expected):
     parsed = parse_datetime(value)
-    assert parsed == expected and parsed.tzinfo == timezone.utc and parsed.microsecond == 0
+    assert parsed == expected and parsed.tzinfo == UTC and parsed.microsecond == 0
 
 
 @pytest.mark.parametrize("value", ["yesterday", "2024-13-01T00:00:00Z", 20240214, ["2024-02-14"]])
@@ -55,7 +55,7 @@ def test_bad_dates_are_refused(value):
 def test_updated_defaults_to_published():
     a = article()
     assert a.updated == a.published
-    assert article(updatedDateTime="2024-03-01T00:00:00Z").updated == datetime(2024, 3, 1, tzinfo=timezone.utc)
+    assert article(updatedDateTime="2024-03-01T00:00:00Z").updated == datetime(2024, 3, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("meta, field, words", [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import feedparser
@@ -89,7 +89,7 @@ def test_changed_article_rewrites_only_its_feeds(site):
 
 def test_unpublished_and_future_articles_are_held_back(tmp_path):
     store = tmp_path / "store"
-    now = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
     write_article(store, "live.md", publishedDateTime="2024-06-01T11:59:59Z")
     write_article(store, "draft.md", published=False)
     write_article(store, "soon.md", publishedDateTime="2024-06-01T12:30:00Z")
@@ -98,7 +98,7 @@ def test_unpublished_and_future_articles_are_held_back(tmp_path):
     links = [e.link for e in parse(tmp_path / "out" / "all.rss").entries]
     assert links == ["https://news.example.com/live"]
     assert (report.skipped["unpublished"], report.skipped["scheduled"]) == (1, 1)
-    assert report.next_due == datetime(2024, 6, 1, 12, 30, tzinfo=timezone.utc)
+    assert report.next_due == datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
     build(config, now=now + timedelta(hours=1))
     assert [e.link for e in parse(tmp_path / "out" / "all.rss").entries] == [
         "https://news.example.com/soon", "https://news.example.com/live"]

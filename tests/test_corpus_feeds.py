@@ -27,7 +27,7 @@ def _front_matter(path: Path) -> dict | None:
 def corpus_articles() -> list[tuple[Path, dict]]:
     found = []
     for path in sorted(require_corpus().rglob("*")):
-        if path.is_file() and path.suffix in (".md", ".txt"):
+        if path.is_file() and path.suffix in (".md", ".txt", ".html"):  # newsletters are .html
             meta = _front_matter(path)
             if meta and "publishedDateTime" in meta and "title" in meta:
                 found.append((path, meta))

@@ -13,9 +13,9 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from lxml import etree
@@ -132,7 +132,7 @@ def test_new_edited_and_deleted_articles_follow_the_store(tmp_path, daemons):
 def test_embargoed_article_appears_when_due_and_not_before(tmp_path, daemons):
     store = tmp_path / "store"
     write_article(store, "now.md")
-    due = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
+    due = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
     write_article(store, "later.md", publishedDateTime=due.isoformat())
     # An hourly schedule: only the embargo build can publish it in time.
     daemons(tmp_path, write_config(tmp_path, schedule={"every": "1h"}))
@@ -143,7 +143,7 @@ def test_embargoed_article_appears_when_due_and_not_before(tmp_path, daemons):
     assert links(out / "all.rss") == ["https://news.example.com/now"]
     wait_for(lambda: "https://news.example.com/later" in links(out / "all.rss"), timeout=20,
              what="embargoed article")
-    assert datetime.now(timezone.utc) >= due
+    assert datetime.now(UTC) >= due
 
 
 def test_sigterm_during_a_build_exits_0_leaving_whole_files(tmp_path, daemons):
@@ -199,7 +199,8 @@ def test_failed_build_is_followed_by_a_good_one(tmp_path, daemons):
     wait_for(lambda: status(tmp_path).get("last_result") == "ok" and len(links(out / "all.rss")) == 2,
              what="recovery")
     healthy = run_cli("status", "-c", tmp_path / "config.yaml")
-    assert healthy.returncode == 0 and "status:        ok" in healthy.stdout and "mode:          daemon" in healthy.stdout
+    assert healthy.returncode == 0
+    assert "status:        ok" in healthy.stdout and "mode:          daemon" in healthy.stdout
     assert daemon.process.poll() is None
 
 

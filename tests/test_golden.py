@@ -9,14 +9,14 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from publisher.build import build
 from publisher.config import load_config
 from tests.conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden" / "seeds"
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)  # after every seed article
+NOW = datetime(2026, 1, 1, tzinfo=UTC)  # after every seed article
 
 
 def test_seeds_render_exactly_as_the_golden_files(tmp_path):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from publisher.config import Config
 from publisher.selection import as_datetime
 from tests.conftest import REPO, cli_env, make_config, require_corpus, snapshot, write_article
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 FILES = 18  # in the `site` fixture's store
 
 
@@ -253,8 +253,8 @@ def test_selection_is_reused_until_a_scheduled_article_falls_due(site):
     stamp = memo.stat().st_mtime_ns
     again = build(config, now=NOW)
     assert memo.stat().st_mtime_ns == stamp  # reused, not written again
-    assert again.skipped["scheduled"] == 1 and again.next_due == datetime(2030, 1, 1, tzinfo=timezone.utc)
-    later = build(config, now=datetime(2030, 6, 1, tzinfo=timezone.utc))
+    assert again.skipped["scheduled"] == 1 and again.next_due == datetime(2030, 1, 1, tzinfo=UTC)
+    later = build(config, now=datetime(2030, 6, 1, tzinfo=UTC))
     assert memo.stat().st_mtime_ns != stamp
     assert later.skipped["scheduled"] == 0
     assert b"news.example.com/later" in (site / "out" / "all.atom").read_bytes()
@@ -418,7 +418,7 @@ def test_updated_selection_equals_selecting_from_scratch(tmp_path, caplog):
         clock += 10**10
         for path in store_folder.iterdir():
             os.utime(path, ns=(clock, clock))
-        now = NOW if batch < 20 else datetime(2027, 6, 1, tzinfo=timezone.utc)  # the scheduled fall due
+        now = NOW if batch < 20 else datetime(2027, 6, 1, tzinfo=UTC)  # the scheduled fall due
         with caplog.at_level(logging.DEBUG, logger="publisher.catalog"):
             caplog.clear()
             got = selection_of(config, now)

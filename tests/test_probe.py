@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Callable
 
 import feedparser
 import pytest
@@ -17,15 +17,26 @@ from lxml import etree
 from publisher.articles import Article, Image, Provider
 from publisher.build import build
 from publisher.config import Config, EnclosureConfig
-from publisher.probe import (CACHE_NAME, MAX_REDIRECTS, RETRY_AFTER, Answer, Known, apply_sizes, load_cache,
-                             plan_probes, probe_urls, record, retry_after)
+from publisher.probe import (
+    CACHE_NAME,
+    MAX_REDIRECTS,
+    RETRY_AFTER,
+    Answer,
+    Known,
+    apply_sizes,
+    load_cache,
+    plan_probes,
+    probe_urls,
+    record,
+    retry_after,
+)
 from publisher.selection import Feed, FeedSpec
 from tests.conftest import NS, make_config, run_cli, snapshot, write_article
 from tests.local_http import LocalServer, Reply, Request, closed_port, local_only, png, wait_for
 
 pytestmark = pytest.mark.usefixtures(local_only.__name__)
 
-NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 DAY = 86400.0
 PHOTO = png(3000)
 LOGO = png(500)

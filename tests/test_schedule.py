@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import configparser
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from apscheduler.triggers.cron import CronTrigger
@@ -12,7 +12,7 @@ from publisher.config import ScheduleConfig
 from publisher.schedule import cron_trigger, cron_weekdays, trigger
 from tests.conftest import REPO
 
-WEDNESDAY = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
+WEDNESDAY = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def next_fire(line: str, after: datetime = WEDNESDAY) -> datetime:
@@ -48,15 +48,15 @@ def test_bad_weekday_fields(field):
 
 
 def test_weekdays_only_skip_the_weekend():
-    friday_evening = datetime(2026, 11, 27, 18, 0, tzinfo=timezone.utc)
-    assert next_fire("*/15 8-17 * * 1-5", friday_evening) == datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+    friday_evening = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
+    assert next_fire("*/15 8-17 * * 1-5", friday_evening) == datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 
 def test_interval_and_time_zone():
     every = trigger(ScheduleConfig(every=90.0, cron=None, timezone="UTC", misfire_grace=60.0))
     assert every.interval.total_seconds() == 90
     paris = trigger(ScheduleConfig(every=None, cron="0 9 * * *", timezone="Europe/Paris", misfire_grace=60.0))
-    assert paris.get_next_fire_time(None, WEDNESDAY) == datetime(2026, 11, 26, 8, 0, tzinfo=timezone.utc)
+    assert paris.get_next_fire_time(None, WEDNESDAY) == datetime(2026, 11, 26, 8, 0, tzinfo=UTC)
 
 
 def test_systemd_unit_runs_the_daemon_safely():

@@ -15,11 +15,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -148,7 +148,7 @@ def nginx_site_conf(root: Path, port: int, hub: str) -> str:
 def start_nginx(folder: Path, root: Path, hub: str) -> tuple[subprocess.Popen[bytes], int]:
     binary = find_nginx()
     folder.mkdir()
-    for attempt in range(3):  # another process may take the free port before nginx binds it
+    for _attempt in range(3):  # another process may take the free port before nginx binds it
         port = free_port()
         (folder / "publisher.conf").write_text(nginx_site_conf(root, port, hub), encoding="utf-8")
         temp_paths = "\n".join(f"    {kind}_temp_path {folder / kind};"
