@@ -22,7 +22,7 @@ check: $(BIN)/publisher
 test: $(BIN)/publisher
 	$(BIN)/python -m pytest
 
-# The performance benchmark (README, "Performance"): make bench SIZE=100k for the full size.
+# The performance benchmark (docs/performance.md): make bench SIZE=100k for the full size.
 SIZE ?= 10k
 bench: $(BIN)/publisher
 	$(BIN)/python benchmarks/bench.py --size $(SIZE)

@@ -1,4 +1,4 @@
-"""The README documents every command, flag and configuration key."""
+"""The documentation (README.md and docs/*.md) covers every command, flag and configuration key."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from publisher.config import DEFAULTS
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)
 CONFIG = (REPO / "config.yaml").read_text(encoding="utf-8")
 
 
@@ -24,17 +26,23 @@ def commands() -> dict[str, argparse.ArgumentParser]:
     return dict(action.choices)
 
 
-def test_every_config_key_is_in_the_readme_and_config_yaml():
+def test_every_config_key_is_in_the_docs_and_config_yaml():
     for key in config_keys(DEFAULTS):
-        assert f"`{key}`" in README, key
+        assert f"`{key}`" in DOCS, key
         assert f"{key.rsplit('.', 1)[-1]}:" in CONFIG, key
 
 
-def test_every_command_and_flag_is_in_the_readme():
+def test_every_command_and_flag_is_in_the_docs():
     for name, parser in commands().items():
-        assert f"publisher {name}" in README, name
+        assert f"publisher {name}" in DOCS, name
         assert parser.description, name
         for action in parser._actions:
             for flag in action.option_strings:
                 if flag not in ("-h", "--help"):
-                    assert flag in README, (name, flag)
+                    assert flag in DOCS, (name, flag)
+
+
+def test_the_readme_is_short_and_links_every_docs_page():
+    assert len(README.splitlines()) <= 200
+    for page in sorted((REPO / "docs").glob("*.md")):
+        assert f"(docs/{page.name})" in README, page.name
