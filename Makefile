@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: feeds test check bench clean
+.PHONY: feeds test lint check bench clean
 
 $(BIN)/publisher: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	touch $@
 
 feeds: $(BIN)/publisher
@@ -21,6 +21,11 @@ check: $(BIN)/publisher
 
 test: $(BIN)/publisher
 	$(BIN)/python -m pytest
+
+# Lint and type checks (CI runs them before the tests; either failing fails the run).
+lint: $(BIN)/publisher
+	$(BIN)/ruff check publisher tests benchmarks
+	$(BIN)/mypy --strict publisher
 
 # The performance benchmark (docs/performance.md): make bench SIZE=100k for the full size.
 SIZE ?= 10k

@@ -21,9 +21,9 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from publisher import reading, scan_cache, store
 from publisher.articles import Article, Problem
@@ -36,11 +36,13 @@ from publisher.selection import (
     Feed,
     FeedSpec,
     Live,
+    SelectedFeed,
+    Summary,
     Tally,
     as_datetime,
     feeds_from,
     live_articles,
-    status,
+    publication_state,
     tally,
     updated_tally,
 )
@@ -52,18 +54,6 @@ logger = logging.getLogger(__name__)
 RACY_NS = 1_000_000_000
 
 T = TypeVar("T")
-
-
-class Summary(NamedTuple):
-    """What feed selection needs to know of an article (it reads like an Article for those fields, with
-    dates as microseconds since the epoch: see selection.Entry)."""
-
-    source: str
-    id: str  # derived from the canonical URL: equal ids are the same article
-    published: int
-    updated: int
-    is_published: bool
-    topics: tuple[str, ...]
 
 
 class OnDemand(Sequence[T]):
@@ -224,7 +214,7 @@ class ScanState:
 
     def save(self, found: Collection, started_ns: int, deleted: list[str]) -> None:
         index = self.index()
-        self.records.update(((path, *_stat(index, _row(index, path)), encoded)
+        self.records.update(((path, *_stat_of(index, path), encoded)
                              for path, encoded in self.fresh.items()), deleted)
         counts = {"files": found.files, "articles": len(found.articles), "not_articles": found.not_articles,
                   "invalid": found.invalid}
@@ -244,7 +234,7 @@ class ScanState:
         if known:
             found.update((source, known[source]) for source in sources
                          if source not in found and source in known and source not in self.changed_paths)
-        wanted = {source: _stat(index, _row(index, source)) for source in sources if source not in found}
+        wanted = {source: _stat_of(index, source) for source in sources if source not in found}
         found.update(self.records.get(wanted))
         missing = [source for source in wanted if source not in found]
         if missing:
@@ -260,7 +250,11 @@ class ScanState:
         return {source: (reading.decode(encoded), encoded) for source, encoded in found.items()}
 
 
-def _stat(index: scan_cache.Index, row: int) -> tuple[int, int, int]:
+def _stat_of(index: scan_cache.Index, path: str) -> tuple[int, int, int]:
+    """The stat of `path`, a file of the index."""
+    row = _row(index, path)
+    if row is None:
+        raise KeyError(path)
     return (index.stats[3 * row], index.stats[3 * row + 1], index.stats[3 * row + 2])
 
 
@@ -312,7 +306,8 @@ def _last_selection(cache: ScanState, settings: list[Any], moment: int) -> dict[
         state.close()
         return None
     try:
-        return state.payload()
+        payload: dict[str, Any] = state.payload()
+        return payload
     except ValueError as exc:
         logger.warning("%s: last selection is damaged (%s); selecting again", cache.feeds_path, exc)
         return None
@@ -352,17 +347,17 @@ def _updated(last: dict[str, Any], cache: ScanState, config: Config, moment: int
     held = {source: Summary(source, *last["entries"][source]) for source in last["held"]}
     counts = Counter({UNPUBLISHED: unpublished, SCHEDULED: scheduled, LIVE: live_count})
     for article in removed:
-        counts[status(article, moment)] -= 1
+        counts[publication_state(article, moment)] -= 1
         held.pop(article.source, None)
     for article in added:
-        counts[status(article, moment)] += 1
-        if status(article, moment) == SCHEDULED:
+        counts[publication_state(article, moment)] += 1
+        if publication_state(article, moment) == SCHEDULED:
             held[article.source] = article
     kept = {family: {label: [Summary(source, *last["entries"][source]) for source in sources]
                      for label, sources in labels.items()} for family, (_, labels) in last["tally"].items()}
     before = Tally({family: Counter(counted) for family, (counted, _) in last["tally"].items()}, kept)
-    counted = updated_tally(before, [a for a in removed if status(a, moment) == LIVE],
-                            [a for a in added if status(a, moment) == LIVE], config.max_items)
+    counted = updated_tally(before, [a for a in removed if publication_state(a, moment) == LIVE],
+                            [a for a in added if publication_state(a, moment) == LIVE], config.max_items)
     if counted is None:
         return None
     logger.debug("selection updated with %d changed articles", len(removed) + len(added))
@@ -374,11 +369,11 @@ def _updated(last: dict[str, Any], cache: ScanState, config: Config, moment: int
 
 
 def _finish(cache: ScanState, settings: list[Any], moment: int, live: Live, counted: Tally,
-            feeds: list[Feed], known: dict[str, bytes]) -> tuple[Live, list[Feed]]:
+            selected: list[SelectedFeed], known: dict[str, bytes]) -> tuple[Live, list[Feed]]:
     """Resolve the feeds' entries into Articles, and keep the selection for the next build."""
-    articles = cache.articles({entry.source for feed in feeds for entry in feed.entries}, known)
-    feeds = [replace(feed, entries=tuple(articles[entry.source][0] for entry in feed.entries
-                                         if entry.source in articles)) for feed in feeds]
+    articles = cache.articles({entry.source for feed in selected for entry in feed.entries}, known)
+    feeds = [Feed(feed.spec, tuple(articles[entry.source][0] for entry in feed.entries if entry.source in articles),
+                  feed.total) for feed in selected]
     if cache.save_enabled:
         _remember(cache, settings, moment, live, counted, feeds, {source: encoded for source, (_, encoded)
                                                                   in articles.items()})

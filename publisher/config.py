@@ -187,10 +187,11 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         return (base / Path(value).expanduser()).resolve()
 
     def optional_text(key: str) -> str | None:
-        return check(key, lambda v: v is None or is_xml_text(v), "text without control characters")
+        value: str | None = check(key, lambda v: v is None or is_xml_text(v), "text without control characters")
+        return value
 
     def optional_url(key: str) -> str | None:
-        value = check(key, lambda v: v is None or _is_http_url(v), "an absolute http(s) URL")
+        value: str | None = check(key, lambda v: v is None or _is_http_url(v), "an absolute http(s) URL")
         return value
 
     def patterns(key: str) -> tuple[str, ...]:
@@ -210,17 +211,21 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
                       "a whole number above 0")
 
     def duration(key: str) -> float:
-        value = check(key, lambda v: parse_duration(v) is not None, "a duration like 30s, 15m, 2h or 7d")
-        return parse_duration(value)
+        seconds = parse_duration(check(key, lambda v: parse_duration(v) is not None,
+                                       "a duration like 30s, 15m, 2h or 7d"))
+        assert seconds is not None  # check() refused what parse_duration() cannot read
+        return seconds
 
     def flag(key: str) -> bool:
-        return check(key, lambda v: isinstance(v, bool), "true or false")
+        value: bool = check(key, lambda v: isinstance(v, bool), "true or false")
+        return value
 
     def count(key: str) -> int:
-        return check(key, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-                     "a whole number above 0")
+        value: int = check(key, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                           "a whole number above 0")
+        return value
 
-    formats = check("formats", lambda v: isinstance(v, list) and v and all(f in FORMAT_NAMES for f in v),
+    formats = check("formats", lambda v: isinstance(v, list) and bool(v) and all(f in FORMAT_NAMES for f in v),
                     f"a non-empty list of formats from {', '.join(FORMAT_NAMES)}")
     schedule = _schedule(values["schedule"], file, duration)
     hubs = check("websub.hubs", lambda v: isinstance(v, list) and all(_is_http_url(h) for h in v),

@@ -84,11 +84,11 @@ def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format]
     known = Known(path=state_path(config.state, config.output), output=config.output, settings=settings,
                   fingerprints={feed.spec.path: fingerprint(feed, settings) for feed in feeds}, files=files,
                   recorded=_recorded(state_path(config.state, config.output), config.output, settings))
-    for feed, value in known.fingerprints.items():
-        entry = known.recorded.get(feed)
+    for path, value in known.fingerprints.items():
+        entry = known.recorded.get(path)
         if (isinstance(entry, dict) and entry.get("fingerprint") == value
-                and entry.get("files") == _stats(config.output, files[feed])):
-            known.unchanged.add(feed)
+                and entry.get("files") == _stats(config.output, files[path])):
+            known.unchanged.add(path)
     if known.unchanged:
         logger.debug("%d of %d feeds unchanged since they were written: not rendered again",
                      len(known.unchanged), len(feeds))
@@ -122,7 +122,8 @@ def _recorded(path: Path, output: Path, settings: str) -> dict[str, Any]:
     if (not isinstance(data, dict) or data.get("format") != FORMAT or data.get("output") != str(output)
             or data.get("settings") != settings or not isinstance(data.get("feeds"), dict)):
         return {}  # other settings or code: every feed is rendered again
-    return data["feeds"]
+    feeds: dict[str, Any] = data["feeds"]
+    return feeds
 
 
 def _stats(output: Path, names: Iterable[str]) -> dict[str, list[int]] | None:

@@ -126,7 +126,8 @@ def opml(feeds: Sequence[Feed], formats: Sequence[Format], site: SiteConfig) -> 
     for feed in feeds:
         etree.SubElement(body, "outline", {"type": "rss", "text": feed.spec.title, "title": feed.spec.title,
                                            "xmlUrl": feed_url(site, feed, fmt), "htmlUrl": site.home})
-    return etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="UTF-8")
+    document: bytes = etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="UTF-8")
+    return document
 
 
 def _escape(text: str) -> str:

@@ -155,7 +155,7 @@ def encode_article(a: Article) -> tuple[Any, ...]:
 
 
 def decode_article(t: tuple[Any, ...]) -> Article:
-    provider = None if t[8] is None else Provider(t[8][0], t[8][1], _unimage(t[8][2]))
+    provider = None if t[8] is None else Provider(t[8][0], t[8][1], None if t[8][2] is None else _unimage(t[8][2]))
     return Article(source=t[0], id=t[1], url=t[2], title=t[3], summary=t[4], content=t[5],
                    published=EPOCH + t[6] * MICROSECOND, updated=EPOCH + t[7] * MICROSECOND,
                    provider=provider, topics=t[9], images=tuple(_unimage(i) for i in t[10]),
@@ -170,8 +170,8 @@ def _image(image: Image | None) -> tuple[Any, ...] | None:
     return None if image is None else (image.url, image.width, image.height, image.mime_type, image.length)
 
 
-def _unimage(t: tuple[Any, ...] | None) -> Image | None:
-    return None if t is None else Image(*t)
+def _unimage(t: tuple[Any, ...]) -> Image:
+    return Image(*t)
 
 
 def microseconds(moment: datetime) -> int:

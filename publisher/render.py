@@ -57,11 +57,13 @@ def render(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...] = ()
 
 
 def _atom(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> bytes:
-    return _feedgen(feed, fmt, site, hubs).atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    document: bytes = _feedgen(feed, fmt, site, hubs).atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    return document
 
 
 def _rss(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> bytes:
-    return _feedgen(feed, fmt, site, hubs).rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    document: bytes = _feedgen(feed, fmt, site, hubs).rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+    return document
 
 
 def _feedgen(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> FeedGenerator:
@@ -148,11 +150,11 @@ def _paragraphs(text: str) -> str:
     return "\n".join(f"<p>{html.escape(block, quote=False)}</p>" for block in blocks if block)
 
 
-class _NoFeedExtension(BaseExtension):
+class _NoFeedExtension(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
     pass
 
 
-class _AtomEnclosures(BaseEntryExtension):
+class _AtomEnclosures(BaseEntryExtension):  # type: ignore[misc]  # feedgen is untyped
     """Atom `<link rel="enclosure" type length>` per image (RFC 4287 4.2.7.2).
 
     feedgen 1.0.0 loses rel, type and length of entry links in Atom (upstream issue #135: atom_entry reuses
@@ -170,7 +172,7 @@ class _AtomEnclosures(BaseEntryExtension):
         return entry
 
 
-class _RssHubs(BaseExtension):
+class _RssHubs(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
     """`<atom:link rel="hub">` per hub right after the self link: feedgen 1.0.0 writes only the first self
     link of the Atom links into RSS and drops every other (upstream #122)."""
 
@@ -187,12 +189,12 @@ class _RssHubs(BaseExtension):
         return rss
 
 
-class _MediaNamespace(BaseExtension):
+class _MediaNamespace(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
     def extend_ns(self) -> dict[str, str]:
         return {"media": MEDIA_NS}
 
 
-class _RssItem(BaseEntryExtension):
+class _RssItem(BaseEntryExtension):  # type: ignore[misc]  # feedgen is untyped
     """What feedgen cannot say right in an RSS item.
 
     - `<description>` is HTML by definition: the excerpt's text is escaped for HTML here, while Atom keeps
@@ -272,8 +274,9 @@ def _json_item(article: Article) -> dict[str, Any]:
     item["date_published"] = article.published.isoformat()
     item["date_modified"] = article.updated.isoformat()
     provider = article.provider
-    if provider and (provider.name or provider.domain):
-        item["authors"] = [_json_author(provider.name or provider.domain, provider.uri)]
+    author = provider and (provider.name or provider.domain)
+    if provider and author:
+        item["authors"] = [_json_author(author, provider.uri)]
     if article.topics:
         item["tags"] = list(article.topics)
     if article.enclosures:

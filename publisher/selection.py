@@ -16,34 +16,27 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from operator import attrgetter
-from typing import Protocol
+from typing import NamedTuple
 
 from publisher.articles import Article
 
 logger = logging.getLogger(__name__)
 
-Instant = datetime | int  # an aware datetime, or microseconds since the epoch (see Entry)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-class Entry(Protocol):
-    """What selection reads of an article: an Article, or the catalog's small summary of one. A summary
-    carries its dates as integer microseconds since the epoch (they order the same way, and a hundred
-    thousand of them cost nothing to load); `now` given to live_articles() is then of that kind too."""
+class Summary(NamedTuple):
+    """What selection reads of an article: its identity, dates and topics, nothing else, so that a hundred
+    thousand of them cost little to hold and to load. Dates are whole microseconds since the epoch (they
+    order as the datetimes do); `now` given to live_articles() is of that kind too."""
 
-    @property
-    def source(self) -> str: ...
-    @property
-    def id(self) -> str: ...
-    @property
-    def published(self) -> Instant: ...
-    @property
-    def updated(self) -> Instant: ...
-    @property
-    def is_published(self) -> bool: ...
-    @property
-    def topics(self) -> tuple[str, ...]: ...
+    source: str
+    id: str  # derived from the canonical URL: equal ids are the same article
+    published: int
+    updated: int
+    is_published: bool
+    topics: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -51,7 +44,7 @@ class Family:
     name: str
     path: str  # output path without extension; "{slug}" stands for the label's slug
     title: str  # "{site}" is the site title, "{label}" the label
-    labels: Callable[[Entry], Iterable[str]]
+    labels: Callable[[Summary], Iterable[str]]
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -69,7 +62,18 @@ class FeedSpec:
 
 
 @dataclass(frozen=True)
+class SelectedFeed:
+    """A feed as selection decides it: which articles it lists, known by their summaries."""
+
+    spec: FeedSpec
+    entries: tuple[Summary, ...]  # newest first, at most max_items
+    total: int  # how many live articles belong to the feed, before max_items
+
+
+@dataclass(frozen=True)
 class Feed:
+    """A feed ready to render: the full Articles of its entries."""
+
     spec: FeedSpec
     entries: tuple[Article, ...]  # newest first, at most max_items
     total: int  # how many live articles belong to the feed, before max_items
@@ -84,38 +88,38 @@ class Feed:
 class Live:
     """The articles that go into feeds now, and what was held back."""
 
-    articles: Sequence[Entry]  # in source order
+    articles: Sequence[Summary]  # in source order
     unpublished: int
     scheduled: int
     duplicates: int
     next_due: datetime | None  # when the earliest scheduled article falls due
-    held: Sequence[Entry] = ()  # the scheduled articles, in source order
+    held: Sequence[Summary] = ()  # the scheduled articles, in source order
 
 
 UNPUBLISHED, SCHEDULED, LIVE = "unpublished", "scheduled", "live"
 
 
-def status(article: Entry, now: Instant) -> str:
+def publication_state(article: Summary, now: int) -> str:
     """`published: false` keeps an article out of every feed; a future date holds it back until then."""
     if not article.is_published:
         return UNPUBLISHED
     return SCHEDULED if article.published > now else LIVE
 
 
-def live_articles(articles: Iterable[Entry], now: Instant) -> Live:
+def live_articles(articles: Iterable[Summary], now: int) -> Live:
     """Collapse duplicate URLs (the one updated last wins), then drop unpublished and future articles.
 
     Articles with the same canonical URL have the same entry id (it is derived from that URL), so the id
     is what duplicates are found by: the catalog's summaries do not carry the URL."""
-    winners: dict[str, Entry] = {}
-    groups: dict[str, list[Entry]] = {}  # only the ids that more than one file has
+    winners: dict[str, Summary] = {}
+    groups: dict[str, list[Summary]] = {}  # only the ids that more than one file has
     for article in articles:
-        held = winners.get(article.id)
-        if held is None:
+        first = winners.get(article.id)
+        if first is None:
             winners[article.id] = article
             continue
-        groups.setdefault(article.id, [held]).append(article)
-        if (article.updated, article.source) > (held.updated, held.source):
+        groups.setdefault(article.id, [first]).append(article)
+        if (article.updated, article.source) > (first.updated, first.source):
             winners[article.id] = article
     duplicates = 0
     for entry_id, group in groups.items():
@@ -124,12 +128,12 @@ def live_articles(articles: Iterable[Entry], now: Instant) -> Live:
         losers = ", ".join(sorted(a.source for a in group if a is not winner))
         logger.info("%s and %s have the same URL (entry %s); publishing %s (updated last)",
                     winner.source, losers, entry_id, winner.source)
-    kept: list[Entry] = []
-    held: list[Entry] = []
+    kept: list[Summary] = []
+    held: list[Summary] = []
     unpublished = scheduled = 0
-    next_due: Instant | None = None
+    next_due: int | None = None
     for winner in winners.values():
-        state = status(winner, now)
+        state = publication_state(winner, now)
         if state == UNPUBLISHED:
             unpublished += 1
             logger.debug("%s: not published (published: false)", winner.source)
@@ -153,17 +157,17 @@ class Tally:
     lets a few changed articles update the selection without going through every article again."""
 
     counts: dict[str, Counter[str]]
-    kept: dict[str, dict[str, list[Entry]]]
+    kept: dict[str, dict[str, list[Summary]]]
 
 
-def tally(articles: Iterable[Entry], max_items: int, families: tuple[Family, ...] = FAMILIES) -> Tally:
+def tally(articles: Iterable[Summary], max_items: int, families: tuple[Family, ...] = FAMILIES) -> Tally:
     """One pass over the articles, newest first, where each label keeps its first `max_items`: memory grows
     with the number of feeds, not with the number of articles a feed has."""
     ordered = newest_first(articles)
     result = Tally({}, {})
     for family in families:
         counts = Counter(chain.from_iterable(map(family.labels, ordered)))
-        kept: dict[str, list[Entry]] = {label: [] for label in counts}
+        kept: dict[str, list[Summary]] = {label: [] for label in counts}
         filling = len(kept)  # labels whose list is not full yet: none left, no need to look further
         for article in ordered:
             for label in family.labels(article):
@@ -178,7 +182,7 @@ def tally(articles: Iterable[Entry], max_items: int, families: tuple[Family, ...
     return result
 
 
-def updated_tally(previous: Tally, removed: Iterable[Entry], added: Iterable[Entry], max_items: int,
+def updated_tally(previous: Tally, removed: Iterable[Summary], added: Iterable[Summary], max_items: int,
                   families: tuple[Family, ...] = FAMILIES) -> Tally | None:
     """`previous` after the live articles `removed` left and `added` came (a changed article is in both:
     its earlier version removed, its new one added; articles are told apart by their source). None when a
@@ -213,10 +217,10 @@ def updated_tally(previous: Tally, removed: Iterable[Entry], added: Iterable[Ent
 
 
 def feeds_from(counted: Tally, site_title: str, max_items: int,
-               families: tuple[Family, ...] = FAMILIES) -> list[Feed]:
+               families: tuple[Family, ...] = FAMILIES) -> list[SelectedFeed]:
     """The feeds of a tally: topics that differ only in case or spacing are one feed, titled with the most
     common spelling, with a slug of its own."""
-    feeds: list[Feed] = []
+    feeds: list[SelectedFeed] = []
     for family in families:
         counts, kept = counted.counts.get(family.name, Counter()), counted.kept.get(family.name, {})
         spellings: dict[str, Counter[str]] = defaultdict(Counter)
@@ -235,16 +239,16 @@ def feeds_from(counted: Tally, site_title: str, max_items: int,
             # Spellings of one topic ("AI", "ai") each kept their newest: merge them, newest first.
             entries = newest_first(a for spelling in labels for a in kept[spelling])[:max_items] \
                 if len(labels) > 1 else kept[label]
-            feeds.append(Feed(spec=spec, entries=tuple(entries), total=sum(labels.values())))
+            feeds.append(SelectedFeed(spec=spec, entries=tuple(entries), total=sum(labels.values())))
     if not any(feed.spec.family == families[0].name for feed in feeds):
         # The overall feed always exists, even empty: subscribers must never get a 404 for it.
         first = families[0]
-        feeds.append(Feed(FeedSpec(first.name, first.path.format(slug=""), first.title.format(
+        feeds.append(SelectedFeed(FeedSpec(first.name, first.path.format(slug=""), first.title.format(
             site=site_title, label=""), None), (), 0))
     return sorted(feeds, key=lambda feed: feed.spec.path)
 
 
-def newest_first(articles: Iterable[Entry]) -> list[Entry]:
+def newest_first(articles: Iterable[Summary]) -> list[Summary]:
     """Newest first by published date, ties broken by id. Two stable sorts on plain attributes: a
     fraction of the time of one sort on a key function, for the 100,000 articles of a big store."""
     ordered = sorted(articles, key=attrgetter("id"))
@@ -252,9 +256,9 @@ def newest_first(articles: Iterable[Entry]) -> list[Entry]:
     return ordered
 
 
-def as_datetime(moment: Instant) -> datetime:
-    """An instant as an aware datetime (summaries carry microseconds since the epoch)."""
-    return moment if isinstance(moment, datetime) else EPOCH + moment * _MICROSECOND
+def as_datetime(moment: int) -> datetime:
+    """Microseconds since the epoch (a Summary's dates) as an aware datetime."""
+    return EPOCH + moment * _MICROSECOND
 
 
 def topic_key(name: str) -> str:

@@ -261,7 +261,7 @@ def _read_bytes(path: str) -> bytes:
     return b"".join(chunks)
 
 
-def yaml_loader() -> type[yaml.SafeLoader]:
+def yaml_loader() -> type[yaml.SafeLoader] | type[yaml.CSafeLoader]:
     """libyaml's CSafeLoader (the loader python-frontmatter picks when libyaml is there) with a quicker
     constructor, passed explicitly so that front matter never falls back to the pure-Python parser while
     libyaml is installed. Without libyaml: PyYAML's SafeLoader."""
@@ -321,9 +321,9 @@ if hasattr(yaml, "CSafeLoader"):
                 if implicit[0]:
                     for tag, regexp in self._implicit.get(value[:1], self._wildcard):
                         if regexp.match(value):
-                            return tag
-                return self.DEFAULT_SCALAR_TAG
-            return super().resolve(kind, value, implicit)
+                            return str(tag)
+                return str(self.DEFAULT_SCALAR_TAG)
+            return str(super().resolve(kind, value, implicit))  # type: ignore[no-untyped-call]
 
         def construct_document(self, node: yaml.Node) -> Any:
             try:
