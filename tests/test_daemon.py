@@ -248,12 +248,15 @@ def test_build_waits_for_the_lock_then_writes(tmp_path):
                               str(write_config(tmp_path, lock_timeout="30s"))],
                              env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # the build is running and must be waiting, not writing
-        assert build.poll() is None and not (tmp_path / "out").exists()
+        # The build says it waits (INFO, on stderr) before it ever writes: read up to that line.
+        waiting = ""
+        while "waiting up to 30s" not in waiting and build.poll() is None:
+            waiting = build.stderr.readline()
+        assert "waiting up to 30s" in waiting and build.poll() is None and not (tmp_path / "out").exists()
     finally:
         os.close(fd)
     out, err = build.communicate(timeout=30)
-    assert build.returncode == 0 and "waiting up to 30s" in err
+    assert build.returncode == 0
     assert (tmp_path / "out" / "all.atom").exists()
 
 
