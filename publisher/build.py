@@ -23,6 +23,7 @@ from publisher.render import FORMATS, render
 from publisher.selection import Feed
 from publisher.web import user_agent
 from publisher.websub import Ping, changed_feed_urls, ping_hubs
+from publisher.wording import by_cause, plural
 from publisher.writer import WriteResult, manifest_path, write_outputs
 
 logger = logging.getLogger(__name__)
@@ -50,20 +51,24 @@ class BuildReport:
     def summary(self) -> str:
         c, w = self.collection, self.writes
         reasons = ", ".join(f"{name} {count}" for name, count in sorted(self.skipped.items()) if count)
-        line = (f"{len(c.articles) + c.invalid} articles read, {self.published} published, "
+        line = (f"{plural(len(c.articles) + c.invalid, 'article')} read, {self.published} published, "
                 f"{sum(self.skipped.values())} skipped{f' ({reasons})' if reasons else ''}, "
-                f"{c.not_articles} other documents ignored; {len(self.feeds)} feeds: "
-                f"{len(w.written)} files written, {len(w.unchanged)} unchanged, {len(w.removed)} removed")
+                f"{plural(c.not_articles, 'other document')} ignored; {plural(len(self.feeds), 'feed')}: "
+                f"{plural(len(w.written), 'file')} written, {len(w.unchanged)} unchanged, {len(w.removed)} removed")
         if w.failed:
-            line += f", {len(w.failed)} FAILED"
+            line += f", {len(w.failed)} not written"
         if self.probes is not None:
             p = self.probes
             line += (f"; enclosures: {p.probed} probed, {p.failed} failed"
                      f"{f', {p.deferred} deferred' if p.deferred else ''}")
         if self.pings:
-            line += (f"; WebSub: {sum(1 for ping in self.pings if ping.ok)} pings sent, "
-                     f"{sum(1 for ping in self.pings if not ping.ok)} failed")
+            sent = sum(1 for ping in self.pings if ping.ok)
+            line += f"; WebSub: {plural(sent, 'ping')} sent, {len(self.pings) - sent} failed"
         return f"{line}; {self.seconds:.2f}s"
+
+    def failures(self) -> list[str]:
+        """One line per cause of the files that could not be written (empty when every file was)."""
+        return by_cause(self.writes.failed, "not written")
 
 
 def collect(config: Config) -> Collection:

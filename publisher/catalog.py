@@ -126,7 +126,7 @@ def _collect(config: Config, save: bool, workers: int | None, parallel_from: int
     started_ns = time.time_ns()
     listing = store.scan(config.store, config.include, config.exclude, skip=(config.output, config.state))
     cache = ScanState(config, listing, save)
-    if cache.unchanged() and not logger.isEnabledFor(logging.DEBUG):  # -v: go through every file's record
+    if cache.unchanged():
         return cache.unchanged_collection()
     old = cache.index()
     changes = old.changes(listing.paths, listing.stats, cache.trusted_before())
@@ -238,7 +238,7 @@ class ScanState:
         found.update(self.records.get(wanted))
         missing = [source for source in wanted if source not in found]
         if missing:
-            logger.info("%d articles missing from the record cache; reading their files again", len(missing))
+            logger.debug("%d articles missing from the record cache; reading their files again", len(missing))
             for path in missing:
                 record = reading.read_record(self.config.store, path, self.config.assets_base_url)
                 if record[reading.KIND] == ARTICLE:
@@ -277,10 +277,8 @@ def select(collection: Collection, config: Config, now: datetime) -> tuple[Live,
         raise ValueError("select() takes a Collection made by collect()")
     settings = [config.site.title, config.max_items]
     moment = reading.microseconds(now)
-    # -v logs per-article detail (why each one is left out): that takes selecting from scratch.
-    from_scratch = logging.getLogger("publisher.selection").isEnabledFor(logging.DEBUG)
     with _many_objects():
-        last = None if from_scratch else _last_selection(cache, settings, moment)
+        last = _last_selection(cache, settings, moment)
         if last is not None and not collection.changed:
             return _reused(last, collection, moment)
         if last is not None and cache.changes is not None:

@@ -22,6 +22,7 @@ from publisher.lock import LockTimeout
 from publisher.logs import JsonFormatter
 from publisher.serve import DEFAULT_HOST, DEFAULT_PORT, serve
 from publisher.status import assess, format_status, read_status
+from publisher.wording import plural
 
 logger = logging.getLogger("publisher")
 
@@ -58,8 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config", type=Path, default=Path("config.yaml"),
                         help="configuration file (default: config.yaml)")
-    common.add_argument("-v", "--verbose", action="store_true", help="log per-article detail")
-    common.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="store_true", help="also log every file and article (DEBUG)")
+    loudness.add_argument("-q", "--quiet", action="store_true",
+                          help="print nothing when all is well: only warnings and errors")
     common.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="log lines as text (default) or as JSON objects, for log shippers")
     commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
@@ -126,13 +129,14 @@ def _build(args: argparse.Namespace, config: Config) -> int:
     except LockTimeout as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_LOCKED
-    print(f"publisher: {report.summary()}")
-    if not report.ok:
-        for path, cause in report.writes.failed:
-            print(f"Error: {config.output / path}: not written: {cause}", file=sys.stderr)
+    if not report.ok:  # nothing else to say: the one line per cause is the whole story
+        for line in report.failures():
+            print(f"Error: {line}", file=sys.stderr)
         return EXIT_WRITE
+    if not args.quiet:
+        print(f"publisher: {report.summary()}")
     if args.strict and report.skipped["invalid"]:
-        print(f"Error: {report.skipped['invalid']} articles skipped (--strict)", file=sys.stderr)
+        print(f"Error: {plural(report.skipped['invalid'], 'article')} skipped (--strict)", file=sys.stderr)
         return EXIT_PROBLEMS
     return EXIT_OK
 
@@ -153,7 +157,10 @@ def _run(args: argparse.Namespace, config: Config) -> int:
 def _status(args: argparse.Namespace, config: Config) -> int:
     status = read_status(config.state)
     if status is None:
-        print(f"Error: no status yet in {config.state}: no build has run with this config", file=sys.stderr)
+        if args.json:  # monitoring always gets one JSON object to read
+            print(json.dumps({"healthy": False, "verdict": "no build yet"}, indent=1, sort_keys=True))
+        else:
+            print(f"Error: no status yet in {config.state}: no build has run with this config", file=sys.stderr)
         return EXIT_PROBLEMS
     healthy, verdict = assess(status, config)
     if args.json:

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -35,12 +36,22 @@ from publisher.jobs import locked_build
 from publisher.lock import LockTimeout
 from publisher.schedule import trigger
 from publisher.status import timestamp, update_status
+from publisher.wording import duration
 
 logger = logging.getLogger(__name__)
 
 BUILD_JOB = "build"
 EMBARGO_JOB = "embargo"
 RELOAD_JOB = "reload"
+SCHEDULER_LOGGER = "apscheduler.scheduler"
+
+
+class _NoSkipWarning(logging.Filter):
+    """Drops APScheduler's WARNING for a tick skipped while the build before is still running: with
+    max_instances=1 that is the design working, not trouble. The daemon logs it at DEBUG and counts it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in str(record.msg)
 
 
 class Daemon:
@@ -50,12 +61,15 @@ class Daemon:
         self._config = config
         self._stop = threading.Event()
         self._building = threading.Lock()
+        self._skipped_ticks = 0
+        self._skip_filter = _NoSkipWarning()
         self._scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"max_instances": 1, "coalesce": True,
                           "misfire_grace_time": int(config.schedule.misfire_grace) or 1},
             timezone=config.schedule.timezone,
         )
+        self._scheduler.add_listener(self._on_skipped_tick, EVENT_JOB_MAX_INSTANCES)
 
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status (0)."""
@@ -65,12 +79,16 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        update_status(config.state, mode="daemon", pid=os.getpid(), state="idle")
+        update_status(config.state, mode="daemon", pid=os.getpid(), state="idle", skipped_ticks=0)
         logger.info("publisher daemon started (pid %d), %s", os.getpid(), _describe(config))
-        self._scheduler.start()  # returns once a stop signal has shut the scheduler down
-        with self._building:  # wait for the build in progress to finish its current file
-            pass
-        update_status(self._config.state, state="stopped", next_run=None)
+        logging.getLogger(SCHEDULER_LOGGER).addFilter(self._skip_filter)
+        try:
+            self._scheduler.start()  # returns once a stop signal has shut the scheduler down
+            with self._building:  # wait for the build in progress to finish its current file
+                pass
+        finally:
+            logging.getLogger(SCHEDULER_LOGGER).removeFilter(self._skip_filter)
+        update_status(self._config.state, state="stopped", next_run=None, skipped_ticks=self._skipped_ticks)
         logger.info("publisher daemon stopped")
         return 0
 
@@ -80,6 +98,11 @@ class Daemon:
         logger.info("%s received: stopping after the current file", signal.Signals(signum).name)
         self._stop.set()
         threading.Thread(target=self._shutdown, name="publisher-stop", daemon=True).start()
+
+    def _on_skipped_tick(self, event: JobSubmissionEvent) -> None:
+        self._skipped_ticks += 1  # recorded in the status file after the build in progress
+        logger.debug("scheduled build skipped: the one before is still running (%d skipped so far)",
+                     self._skipped_ticks)
 
     def _on_reload(self, signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=self._queue_reload, name="publisher-reload", daemon=True).start()
@@ -117,7 +140,10 @@ class Daemon:
             config = self._config
             try:
                 report = locked_build(config, stop_requested=self._stop.is_set)
-            except (LockTimeout, BuildInterrupted) as exc:
+            except BuildInterrupted as exc:
+                logger.info("build interrupted: %s", exc)
+                return
+            except LockTimeout as exc:
                 logger.warning("build skipped: %s", exc)
                 return
             except PublisherError as exc:
@@ -129,12 +155,15 @@ class Daemon:
                 return
             finally:
                 self._record_next_run()
-            logger.info("build: %s", report.summary())
+            for line in report.failures():
+                logger.error("build failed, the served feeds stay as they were: %s", line)
+            if report.ok:
+                logger.info("build: %s", report.summary())
             if report.next_due is not None and not self._stop.is_set():
                 self._schedule_embargo(report.next_due)
 
     def _schedule_embargo(self, due: datetime) -> None:
-        logger.info("next embargoed article falls due at %s; build scheduled then", due.isoformat())
+        logger.debug("next embargoed article falls due at %s; build scheduled then", due.isoformat())
         try:
             self._scheduler.add_job(self._build, DateTrigger(run_date=due), id=EMBARGO_JOB,
                                     replace_existing=True, misfire_grace_time=None)
@@ -145,12 +174,13 @@ class Daemon:
     def _record_next_run(self) -> None:
         times = [job.next_run_time for job in self._scheduler.get_jobs() if job.next_run_time is not None
                  and job.id != RELOAD_JOB]
-        update_status(self._config.state, next_run=timestamp(min(times)) if times else None)
+        update_status(self._config.state, next_run=timestamp(min(times)) if times else None,
+                      skipped_ticks=self._skipped_ticks)
 
 
 def _describe(config: Config) -> str:
     schedule = config.schedule
-    when = f"cron {schedule.cron!r}" if schedule.cron else f"every {schedule.every:g}s"
+    when = f"cron {schedule.cron!r}" if schedule.cron else f"every {duration(schedule.every or 0)}"
     return f"store {config.store}, output {config.output}, {when} ({schedule.timezone})"
 
 

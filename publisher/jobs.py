@@ -10,6 +10,7 @@ from typing import Any
 
 from publisher.build import BuildReport, build
 from publisher.config import Config
+from publisher.errors import BuildInterrupted
 from publisher.lock import BuildLock
 from publisher.status import daemon_running, timestamp, update_status
 
@@ -26,17 +27,22 @@ def locked_build(config: Config, now: datetime | None = None,
         update_status(config.state, state="building", last_started=timestamp(), **takeover)
         try:
             report = build(config, now=now, stop_requested=stop_requested)
+        except BuildInterrupted:
+            # A stop the operator asked for is not a failure: nothing was published, nothing is wrong.
+            update_status(config.state, state="idle", last_finished=timestamp(), last_result="interrupted",
+                          last_error=None, failures=[])
+            raise
         except Exception as exc:
             # Recorded for `publisher status`, then passed on: the caller decides what a failure means.
             update_status(config.state, state="idle", last_finished=timestamp(), last_result="failed",
-                          last_error=f"{type(exc).__name__}: {exc}")
+                          last_error=f"{type(exc).__name__}: {exc}", failures=[])
             raise
         finished = timestamp()
-        result = "ok" if report.ok else "failed"
-        error = None if report.ok else "; ".join(f"{path}: {cause}" for path, cause in report.writes.failed)
-        update_status(config.state, state="idle", last_finished=finished, last_result=result,
-                      last_error=error, counts=report_counts(report),
-                      **({"last_success": finished} if report.ok else {}))
+        update_status(config.state, state="idle", last_finished=finished,
+                      last_result="ok" if report.ok else "failed",
+                      last_error="; ".join(report.failures()) or None,
+                      failures=[{"path": path, "cause": cause} for path, cause in report.writes.failed],
+                      counts=report_counts(report), **({"last_success": finished} if report.ok else {}))
     return report
 
 

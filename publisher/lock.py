@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 
 from publisher.errors import PublisherError
+from publisher.wording import duration
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,10 @@ class BuildLock:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise LockTimeout(f"{self.path}: another build is running (held by pid "
-                                      f"{_holder(self.path)}); gave up after {self.timeout:g}s") from None
+                                      f"{_holder(self.path)}); gave up after {duration(self.timeout)}") from None
                 if not waited:
-                    logger.info("another build is running; waiting up to %gs for %s", self.timeout, self.path)
+                    logger.info("another build is running; waiting up to %s for %s", duration(self.timeout),
+                                self.path)
                     waited = True
                 time.sleep(POLL_SECONDS)
         os.ftruncate(fd, 0)

@@ -421,5 +421,5 @@ def _log_answers(answers: Mapping[str, Answer], deferred: int) -> None:
         logger.warning("%d more enclosures on %s not probed: the host did not answer", count, host)
     if answers or deferred:
         failed = sum(1 for answer in answers.values() if answer.error)
-        logger.info("probed %d enclosures, %d failed; %d left for later builds (enclosures.max_probes)",
+        logger.debug("probed %d enclosures, %d failed; %d left for later builds (enclosures.max_probes)",
                     len(answers), failed, deferred)

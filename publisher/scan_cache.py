@@ -119,7 +119,7 @@ def open_state(path: Path, key: str, what: str) -> StateFile | None:
         return None
     if header.get("format") != FORMAT or header.get("key") != key:
         stream.close()
-        logger.info("%s: %s is from another publisher version or configuration; starting afresh", path, what)
+        logger.debug("%s: %s is from another publisher version or configuration; starting afresh", path, what)
         return None
     return StateFile(path, header, stream)
 

@@ -126,7 +126,7 @@ def live_articles(articles: Iterable[Summary], now: int) -> Live:
         winner = winners[entry_id]
         duplicates += len(group) - 1
         losers = ", ".join(sorted(a.source for a in group if a is not winner))
-        logger.info("%s and %s have the same URL (entry %s); publishing %s (updated last)",
+        logger.debug("%s and %s have the same URL (entry %s); publishing %s (updated last)",
                     winner.source, losers, entry_id, winner.source)
     kept: list[Summary] = []
     held: list[Summary] = []

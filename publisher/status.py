@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from publisher.wording import by_cause
 from publisher.writer import read_state_json, write_atomic
 
 if TYPE_CHECKING:
@@ -28,11 +29,13 @@ class Status:
     state: str = "idle"  # idle | building | stopped
     last_started: str | None = None
     last_finished: str | None = None
-    last_result: str | None = None  # ok | failed
-    last_error: str | None = None
+    last_result: str | None = None  # ok | failed | interrupted (a stop was requested: not a failure)
+    last_error: str | None = None  # one line per cause, joined with "; "
+    failures: list[dict[str, str]] = field(default_factory=list)  # every file not written: {path, cause}
     counts: dict[str, Any] = field(default_factory=dict)
     next_run: str | None = None
     last_success: str | None = None
+    skipped_ticks: int = 0  # scheduled builds skipped because the one before was still running
 
 
 def status_path(state: Path) -> Path:
@@ -83,6 +86,8 @@ def assess(status: Status, config: Config, now: datetime | None = None) -> tuple
     if status.last_result is None:
         return status.state == "building", ("first build running" if status.state == "building"
                                             else "no build has finished yet")
+    if status.last_result == "interrupted":
+        return True, "ok (the last build was interrupted by a requested stop)"
     if status.last_result != "ok":
         return False, f"last build failed: {status.last_error}"
     return True, "ok"
@@ -104,8 +109,11 @@ def format_status(status: Status, verdict: str) -> str:
         lines.append(f"files:         {counts.get('written')} written, {counts.get('unchanged')} unchanged, "
                      f"{counts.get('removed')} removed, {counts.get('failed')} failed "
                      f"({counts.get('feeds')} feeds, {counts.get('seconds')}s)")
-    if status.last_error:
-        lines.append(f"error:         {status.last_error}")
+    if status.skipped_ticks:
+        lines.append(f"skipped runs:  {status.skipped_ticks} (a build was still running when the next was due)")
+    causes = by_cause(((f["path"], f["cause"]) for f in status.failures), "not written")
+    for cause in causes or ([status.last_error] if status.last_error else []):
+        lines.append(f"error:         {cause}")
     return "\n".join(lines)
 
 

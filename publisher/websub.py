@@ -68,7 +68,7 @@ def ping_hubs(hubs: Sequence[str], urls: Sequence[str], agent: str,
             if not pending:
                 break
             if pause:
-                logger.info("WebSub: %d pings failed, retrying in %.0fs", len(pending), pause)
+                logger.debug("WebSub: %d pings failed, retrying in %.0fs", len(pending), pause)
                 sleep(pause)
             pending = _round(session, pending, timeout, tally)
     pings = tally.pings()
@@ -143,7 +143,7 @@ def _log(pings: Sequence[Ping]) -> None:
             logger.debug("WebSub: %s not told about %s after %d attempts: %s",
                          hub, ping.url, ping.attempts, ping.error)
         if not failed:
-            logger.info("WebSub: %s told about %d changed feeds", hub, len(hub_pings))
+            logger.debug("WebSub: %s told about %d changed feeds", hub, len(hub_pings))
             continue
         sent = [ping for ping in failed if ping.attempts] or failed  # the cause a hub gave, if any
         more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from publisher.errors import WriteError
+from publisher.wording import plural
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +72,10 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
             folders.add(target.parent)
         except OSError as exc:
             cause = exc.strerror or str(exc)
-            logger.error("%s: not written, the previous version stays: %s", target, cause)
+            logger.debug("%s: not written, the previous version stays: %s", target, cause)
             result.failed.append((relative, cause))
             continue
-        logger.info("wrote %s", target)
+        logger.debug("wrote %s", target)
         result.written.append(relative)
     else:
         for relative in sorted(owned - present):
@@ -123,9 +124,11 @@ def remove_temporaries(output: Path) -> list[Path]:
         try:
             path.unlink()
             removed.append(path)
-            logger.info("removed %s, left by an interrupted build", path)
+            logger.debug("removed %s, left by an interrupted build", path)
         except FileNotFoundError:
             pass
+    if removed:
+        logger.info("removed %s left by an interrupted build", plural(len(removed), "temporary file"))
     return removed
 
 
@@ -188,7 +191,7 @@ def _remove(output: Path, relative: str) -> bool:
     except OSError as exc:
         logger.error("%s: cannot remove: %s", target, exc.strerror or exc)
         return False
-    logger.info("removed %s", target)
+    logger.debug("removed %s", target)
     folder = target.parent
     while folder != output and output in folder.parents:
         try:

@@ -110,7 +110,7 @@ def test_same_url_twice_is_one_entry_updated_last_wins(tmp_path, caplog):
                   publishedDateTime="2024-01-01T00:00:00Z")
     write_article(store, "day2.md", webUrl="https://news.example.com/x?utm_source=feed", title="Second crawl",
                   publishedDateTime="2024-01-01T00:00:00Z", updatedDateTime="2024-01-02T00:00:00Z")
-    with caplog.at_level("INFO"):
+    with caplog.at_level("DEBUG"):
         report = build(make_config(tmp_path))
     entries = parse(tmp_path / "out" / "all.atom").entries
     assert [e.title for e in entries] == ["Second crawl"]
@@ -245,7 +245,7 @@ def test_non_articles_are_skipped_quietly(tmp_path):
     (store / "_config.yml").write_text("title: site\n")
     result = run_cli("build", "-c", write_config(tmp_path))
     assert result.returncode == 0 and "WARNING" not in result.stderr
-    assert "1 articles read" in result.stdout and "1 other documents ignored" in result.stdout
+    assert "1 article read" in result.stdout and "1 other document ignored" in result.stdout
 
 
 def test_include_and_exclude_patterns(tmp_path):

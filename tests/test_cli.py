@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from tests.conftest import REPO, run_cli, write_article, write_config
+from tests.conftest import REPO, run_cli, snapshot, write_article, write_config
 
 
 def test_module_entry_point_and_version():
@@ -66,10 +66,54 @@ def test_check_on_a_clean_store_exits_0(tmp_path):
 def test_quiet_and_verbose(tmp_path):
     write_article(tmp_path / "store", "a.md", published=False)
     config = write_config(tmp_path)
-    quiet = run_cli("build", "-q", "-c", config)
-    assert quiet.stderr == "" and "1 articles read" in quiet.stdout
     verbose = run_cli("build", "-v", "-c", config)
-    assert "a.md: not published" in verbose.stderr
+    assert "a.md: not published" in verbose.stderr and "1 article read" in verbose.stdout
+    assert "DEBUG publisher.writer: wrote " in verbose.stderr  # per-file lines are DEBUG
+    shutil.rmtree(tmp_path / "out")
+    quiet = run_cli("build", "-q", "-c", config)
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+
+
+def test_verbose_and_quiet_together_is_a_usage_error(tmp_path):
+    result = run_cli("build", "-v", "-q", "-c", write_config(tmp_path))
+    assert result.returncode == 2 and "not allowed with" in result.stderr and result.stdout == ""
+
+
+def test_verbose_does_not_change_what_a_build_does(tmp_path):
+    write_article(tmp_path / "store", "a.md", published=False)
+    write_article(tmp_path / "store", "b.md")
+    config = write_config(tmp_path)
+    assert run_cli("build", "-q", "-c", config).returncode == 0
+    before = snapshot(tmp_path / "out")
+    verbose = run_cli("build", "-v", "-c", config)  # a no-op rebuild, with every detail logged
+    assert verbose.returncode == 0 and " 0 files written," in verbose.stdout
+    assert snapshot(tmp_path / "out") == before
+
+
+def test_a_default_build_prints_one_line_and_a_quiet_one_nothing(tmp_path):
+    """The bundled seeds: dozens of files written, duplicates, unpublished and non-article files."""
+    shutil.copytree(REPO / "seeds", tmp_path / "seeds")
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    default = run_cli("build", "-c", tmp_path / "config.yaml")
+    assert default.returncode == 0, default.stderr
+    assert default.stderr == "" and len(default.stdout.splitlines()) == 1, default.stdout + default.stderr
+    assert default.stdout.startswith("publisher: ") and " files written" in default.stdout
+    shutil.rmtree(tmp_path / "feeds")  # everything written again, quietly
+    quiet = run_cli("build", "-q", "-c", tmp_path / "config.yaml")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    assert (tmp_path / "feeds" / "all.atom").is_file()
+
+
+def test_a_broken_article_is_one_warning_on_stderr_at_both_levels(tmp_path):
+    write_article(tmp_path / "store", "good.md")
+    write_article(tmp_path / "store", "bad.md", publishedDateTime="someday")
+    config = write_config(tmp_path)
+    for flags in ([], ["-q"]):
+        result = run_cli("build", *flags, "-c", config)
+        assert result.returncode == 0
+        [warning] = result.stderr.splitlines()
+        assert "WARNING" in warning and "bad.md: publishedDateTime" in warning
+        assert len(result.stdout.splitlines()) == (0 if flags else 1)
 
 
 def test_bundled_seeds_build_cleanly(tmp_path):

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from publisher.config import load_config
+from publisher.status import Status, assess
 from publisher.writer import TEMP_SUFFIX
 from tests.conftest import cli_env, run_cli, snapshot, write_article, write_config
 
@@ -211,8 +213,29 @@ def test_json_logs_one_line_per_build(tmp_path, daemons):
     daemon.stop()
     lines = [json.loads(line) for line in daemon.text().splitlines()]
     builds = [line for line in lines if line["message"].startswith("build: ")]
-    assert builds[0]["level"] == "INFO" and "1 articles read" in builds[0]["message"]
+    assert builds[0]["level"] == "INFO" and "1 article read" in builds[0]["message"]
     assert "0 files written" in builds[1]["message"]
+
+
+def test_a_tick_logs_one_line_and_quiet_ticks_log_nothing(tmp_path, daemons):
+    write_article(tmp_path / "store", "first.md")
+    config = write_config(tmp_path, schedule={"every": "1s"})
+    daemon = daemons(tmp_path, config)
+    wait_for(lambda: daemon.text().count(" build: ") >= 1, what="first build")
+    write_article(tmp_path / "store", "second.md", publishedDateTime="2024-02-01T00:00:00Z")
+    wait_for(lambda: daemon.text().count(" build: ") >= 3, what="three builds")
+    assert daemon.stop() == 0
+    lines = daemon.text().splitlines()
+    assert "every 1s" in lines[0] and "daemon started" in lines[0]
+    assert all(" build: " in line for line in lines[1:-2]), lines
+    assert "SIGTERM received" in lines[-2] and "daemon stopped" in lines[-1]
+
+    quiet = daemons(tmp_path, config, "-q")
+    wait_for(lambda: status(tmp_path).get("pid") == quiet.process.pid and status(tmp_path).get("counts"),
+             what="a build of the quiet daemon")
+    write_article(tmp_path / "store", "third.md", publishedDateTime="2024-03-01T00:00:00Z")
+    wait_for(lambda: b"third" in (tmp_path / "out" / "all.atom").read_bytes(), what="a quiet build")
+    assert quiet.stop() == 0 and quiet.text() == ""
 
 
 def test_invalid_config_at_start_exits_2(tmp_path):
@@ -321,6 +344,8 @@ def test_status_without_any_build_and_after_a_cron_build(tmp_path):
     config = write_config(tmp_path)
     none_yet = run_cli("status", "-c", config)
     assert none_yet.returncode == 1 and "no status yet" in none_yet.stderr
+    as_json = run_cli("status", "--json", "-c", config)  # monitoring always gets one JSON object
+    assert as_json.returncode == 1 and json.loads(as_json.stdout) == {"healthy": False, "verdict": "no build yet"}
     assert run_cli("build", "-q", "-c", config).returncode == 0
     report = run_cli("status", "--json", "-c", config)
     data = json.loads(report.stdout)
@@ -340,3 +365,9 @@ def test_status_flags_a_daemon_that_died(tmp_path, daemons):
     assert dead.returncode == 1 and "is gone without a clean stop" in dead.stdout
     assert run_cli("build", "-q", "-c", config).returncode == 0  # cron takes over the status file
     assert run_cli("status", "-c", config).returncode == 0
+
+
+def test_an_interrupted_build_is_not_a_failure(tmp_path):
+    config = load_config(write_config(tmp_path))
+    healthy, verdict = assess(Status(last_result="interrupted", last_success="2024-01-01T00:00:00+00:00"), config)
+    assert healthy and "interrupted" in verdict

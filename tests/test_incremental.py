@@ -199,7 +199,7 @@ def test_cache_of_another_version_or_parsing_config_is_discarded(site, caplog):
     index = cache_files(config)["index"]
     header, _, payload = index.read_bytes().partition(b"\n")[2].partition(b"\n")
     index.write_bytes(scan_cache.MAGIC + header.replace(b'"format": 2', b'"format": 99') + b"\n" + payload)
-    with caplog.at_level(logging.INFO, logger="publisher"):
+    with caplog.at_level(logging.DEBUG, logger="publisher"):
         assert build(config, now=NOW).collection.read == FILES
     assert sum("another publisher version or configuration" in r.getMessage() for r in caplog.records) == 1
 
