@@ -16,7 +16,7 @@ from publisher.catalog import Collection
 from publisher.config import Config
 from publisher.errors import BuildInterrupted
 from publisher.fingerprints import known_feeds
-from publisher.pages import site_pages
+from publisher.pages import feed_page, page_path, site_pages
 from publisher.precompress import gzip_copies
 from publisher.probe import ProbeReport, apply_sizes, enclosure_urls, probe_enclosures
 from publisher.render import FORMATS, render
@@ -98,6 +98,8 @@ def build(config: Config, now: datetime | None = None,
         for feed in feeds if feed.spec.path not in known.unchanged
         for fmt in formats
     }
+    files.update({page_path(feed): feed_page(feed, formats, config.site)
+                  for feed in feeds if feed.spec.path not in known.unchanged})
     files.update(site_pages(feeds, formats, config.site))
     if config.precompress:
         files.update(gzip_copies(files))

@@ -24,6 +24,7 @@ from typing import Any
 
 import publisher
 from publisher.config import Config
+from publisher.pages import page_path
 from publisher.precompress import SUFFIX
 from publisher.reading import encode_article
 from publisher.render import Format
@@ -33,7 +34,7 @@ from publisher.writer import WriteResult, read_state_json, write_atomic
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
-RENDERING_CODE = ("render", "precompress", "xmltext", "fingerprints")
+RENDERING_CODE = ("render", "pages", "precompress", "xmltext", "fingerprints")
 
 
 @dataclass
@@ -79,7 +80,7 @@ def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format]
     extensions = [fmt.extension for fmt in formats]
     files = {}
     for feed in feeds:
-        names = [f"{feed.spec.path}{extension}" for extension in extensions]
+        names = [f"{feed.spec.path}{extension}" for extension in extensions] + [page_path(feed)]
         files[feed.spec.path] = names + [f"{name}{SUFFIX}" for name in names] if config.precompress else names
     known = Known(path=state_path(config.state, config.output), output=config.output, settings=settings,
                   fingerprints={feed.spec.path: fingerprint(feed, settings) for feed in feeds}, files=files,
@@ -98,7 +99,7 @@ def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format]
 def fingerprint(feed: Feed, settings: str) -> str:
     """A digest of the feed and the settings: repr() of plain values, stable from one run to the next."""
     digest = hashlib.sha256(settings.encode("utf-8"))
-    digest.update(repr((feed.spec.family, feed.spec.path, feed.spec.title, feed.spec.label)).encode("utf-8"))
+    digest.update(repr(feed.spec).encode("utf-8"))  # every field, a feed's image among them
     for entry in feed.entries:
         digest.update(repr(encode_article(entry)).encode("utf-8", "surrogatepass"))
     return digest.hexdigest()

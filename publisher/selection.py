@@ -18,7 +18,7 @@ from itertools import chain
 from operator import attrgetter
 from typing import NamedTuple
 
-from publisher.articles import Article
+from publisher.articles import Article, Image
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +45,17 @@ class Family:
     path: str  # output path without extension; "{slug}" stands for the label's slug
     title: str  # "{site}" is the site title, "{label}" the label
     labels: Callable[[Summary], Iterable[str]]
+    heading: str = ""  # what the index page calls the family's group of feeds; "" is the name, capitalized
+
+    @property
+    def display_name(self) -> str:
+        return self.heading or self.name.replace("_", " ").capitalize()
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family(name="all", path="all", title="{site}", labels=lambda article: ("",)),
-    Family(name="topics", path="topics/{slug}", title="{site}: {label}", labels=lambda article: article.topics),
+    Family(name="all", path="all", title="{site}", labels=lambda article: ("",), heading="Everything"),
+    Family(name="topics", path="topics/{slug}", title="{site}: {label}", labels=lambda article: article.topics,
+           heading="Topics"),
 )
 
 
@@ -59,6 +65,7 @@ class FeedSpec:
     path: str  # relative to the output folder, without extension: "all", "topics/ai-in-healthcare"
     title: str
     label: str | None  # the topic name for a topic feed
+    image: Image | None = None  # the feed's own logo (a provider's), shown on its page; None: the site's
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,10 @@ def parse(path: Path):
 
 
 def outputs(*feeds: str, pages: tuple[str, ...] = ()) -> list[str]:
-    """The files a build with the default `formats` and `precompress` writes for these feeds and pages."""
-    files = [f"{feed}{extension}" for feed in feeds for extension in (".atom", ".rss", ".json")] + list(pages)
+    """The files a build with the default `formats` and `precompress` writes for these feeds (each with its
+    HTML page) and site pages."""
+    files = [f"{feed}{extension}" for feed in feeds for extension in (".atom", ".rss", ".json", ".html")]
+    files += list(pages)
     return sorted(files + [f"{name}.gz" for name in files])
 
 

@@ -166,7 +166,7 @@ def test_formats_choose_the_files_written(tmp_path, formats):
     build(make_config(tmp_path, formats=formats, precompress=False))
     out = tmp_path / "out"
     extensions = [FORMATS[name].extension for name in formats]
-    expected = sorted([f"{feed}{ext}" for feed in ("all", "topics/ai") for ext in extensions]
+    expected = sorted([f"{feed}{ext}" for feed in ("all", "topics/ai") for ext in [*extensions, ".html"]]
                       + ["feeds.opml", "index.html"])
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == expected
     outlines = etree.parse(str(out / "feeds.opml")).findall(".//outline")

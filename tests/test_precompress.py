@@ -52,8 +52,9 @@ def test_copies_go_with_their_feed_and_with_the_switch(site):
     build(make_config(site))
     write_article(site / "store", "a.md", topics=["AI"])
     removed = build(make_config(site)).writes.removed
-    assert sorted(removed) == ["topics/robots.atom", "topics/robots.atom.gz", "topics/robots.json",
-                               "topics/robots.json.gz", "topics/robots.rss", "topics/robots.rss.gz"]
+    assert sorted(removed) == ["topics/robots.atom", "topics/robots.atom.gz", "topics/robots.html",
+                               "topics/robots.html.gz", "topics/robots.json", "topics/robots.json.gz",
+                               "topics/robots.rss", "topics/robots.rss.gz"]
     report = build(make_config(site, precompress=False))
     assert report.writes.written == [] and all(name.endswith(".gz") for name in report.writes.removed)
     assert not list((site / "out").rglob("*.gz")) and (site / "out" / "all.atom").is_file()
