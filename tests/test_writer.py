@@ -109,5 +109,5 @@ def test_cli_reports_a_failed_write_with_its_own_exit_code(tmp_path, monkeypatch
     monkeypatch.setattr("publisher.writer.os.replace", failing_in(tmp_path / "out", errno.EACCES))
     assert cli.main(["build", "-q", "-c", str(config)]) == cli.EXIT_WRITE
     err = capsys.readouterr().err
-    assert err == "Error: 12 files not written: Permission denied (first: all.atom)\n"
+    assert err == "Error: 16 files not written: Permission denied (first: all.atom)\n"  # 2 feeds x 4 files, and copies
     assert b"Changed" not in (tmp_path / "out" / "all.atom").read_bytes()
