@@ -190,3 +190,5 @@ def _setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None
     logging.basicConfig(level=level, handlers=[handler])
     # APScheduler's own INFO lines ("Added job", "Running job") repeat what the daemon logs.
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # watchfiles logs each batch of file events at INFO: per-file detail, for -v only.
+    logging.getLogger("watchfiles").setLevel(logging.DEBUG if verbose else logging.WARNING)

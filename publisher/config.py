@@ -38,6 +38,11 @@ DEFAULTS: dict[str, Any] = {
         "timezone": "UTC",
         "misfire_grace": "5m",
     },
+    "watch": {
+        "enabled": True,
+        "debounce": "500ms",
+        "max_delay": "5s",
+    },
     "websub": {
         "hubs": [],
     },
@@ -90,6 +95,16 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """`publisher run` watching the store (watch.py): a build starts once `debounce` seconds passed without
+    a further change, or at the latest `max_delay` seconds after the first one."""
+
+    enabled: bool
+    debounce: float  # seconds
+    max_delay: float  # seconds
+
+
+@dataclass(frozen=True)
 class WebSubConfig:
     hubs: tuple[str, ...]
 
@@ -123,6 +138,7 @@ class Config:
     lock_timeout: float = 60.0
     schedule: ScheduleConfig = ScheduleConfig(every=900.0, cron=None, timezone="UTC", misfire_grace=300.0)
     websub: WebSubConfig = WebSubConfig(hubs=())
+    watch: WatchConfig = WatchConfig(enabled=True, debounce=0.5, max_delay=5.0)
     enclosures: EnclosureConfig = EnclosureConfig(probe=False, max_age=7 * 86400.0, max_probes=200,
                                                   timeout=10.0, workers=4, per_host=2)
 
@@ -228,6 +244,7 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
     formats = check("formats", lambda v: isinstance(v, list) and bool(v) and all(f in FORMAT_NAMES for f in v),
                     f"a non-empty list of formats from {', '.join(FORMAT_NAMES)}")
     schedule = _schedule(values["schedule"], file, duration)
+    watch = _watch(duration, flag, file)
     hubs = check("websub.hubs", lambda v: isinstance(v, list) and all(_is_http_url(h) for h in v),
                  "a list of absolute http(s) hub URLs")
     enclosures = EnclosureConfig(
@@ -270,16 +287,17 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         lock_timeout=duration("lock_timeout"),
         schedule=schedule,
         websub=WebSubConfig(hubs=tuple(hubs)),
+        watch=watch,
         enclosures=enclosures,
     )
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
-_UNIT_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {None: 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(value: Any) -> float | None:
-    """Seconds from "30s", "15m", "2h", "7d" or a plain number of seconds; None when it is not one."""
+    """Seconds from "500ms", "30s", "15m", "2h", "7d" or a plain number of seconds; None when it is not one."""
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -319,6 +337,14 @@ def _schedule(raw: dict[str, Any], file: str, duration: Callable[[str], float]) 
                           f"got {_describe(raw.get('timezone'))}")
     return ScheduleConfig(every=every_seconds, cron=cron, timezone=timezone_name,
                           misfire_grace=duration("schedule.misfire_grace"))
+
+
+def _watch(duration: Callable[[str], float], flag: Callable[[str], bool], file: str) -> WatchConfig:
+    debounce, max_delay = duration("watch.debounce"), duration("watch.max_delay")
+    if max_delay <= 0 or max_delay < debounce:
+        raise ConfigError(f"{file}: watch.max_delay: expected a duration above 0 and not below watch.debounce "
+                          f"({debounce:g}s), got {max_delay:g}s")
+    return WatchConfig(enabled=flag("watch.enabled"), debounce=debounce, max_delay=max_delay)
 
 
 def _author(value: Any, file: str) -> Author | None:

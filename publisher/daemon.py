@@ -9,6 +9,9 @@
   writes nothing), then the process exits 0. SIGHUP reloads the config file; an invalid new config is
   reported and the old one stays in force.
 - A failing build is logged with its cause and retried at the next run; the served feeds stay as they were.
+- Unless `watch.enabled` is false, the store is watched (watch.py): a burst of changes asks for one build,
+  run on the same worker; changes during a build queue exactly one more. The schedule goes on as the safety
+  net for missed events, and a watcher whose thread died is started again by a watchdog job.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from publisher.config import Config, load_config
 from publisher.errors import BuildInterrupted, ConfigError, PublisherError
@@ -36,6 +41,7 @@ from publisher.jobs import locked_build
 from publisher.lock import LockTimeout
 from publisher.schedule import trigger
 from publisher.status import timestamp, update_status
+from publisher.watch import StoreWatcher
 from publisher.wording import duration
 
 logger = logging.getLogger(__name__)
@@ -43,6 +49,10 @@ logger = logging.getLogger(__name__)
 BUILD_JOB = "build"
 EMBARGO_JOB = "embargo"
 RELOAD_JOB = "reload"
+WATCH_JOB = "watch"
+WATCHDOG_JOB = "watchdog"
+WATCHDOG_SECONDS = 5
+_NOT_A_BUILD_TIME = (RELOAD_JOB, WATCH_JOB, WATCHDOG_JOB)  # not what `next run` means to an operator
 SCHEDULER_LOGGER = "apscheduler.scheduler"
 
 
@@ -63,6 +73,9 @@ class Daemon:
         self._building = threading.Lock()
         self._skipped_ticks = 0
         self._skip_filter = _NoSkipWarning()
+        self._started = False  # whether the first build (cause "start") has run
+        self._watch_queued = threading.Lock()  # held from a watch build being asked for until it starts
+        self._watcher = StoreWatcher(config, self._queue_watch_build)
         self._scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"max_instances": 1, "coalesce": True,
@@ -74,21 +87,33 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; returns the exit status (0)."""
         config = self._config
-        self._scheduler.add_job(self._build, trigger(config.schedule), id=BUILD_JOB,
+        # The schedule's job makes the first build, at once: its cause is "start" (see _build).
+        self._scheduler.add_job(self._build, trigger(config.schedule), id=BUILD_JOB, args=["schedule"],
                                 next_run_time=datetime.now(self._scheduler.timezone))
+        self._scheduler.add_job(self._watcher.ensure_running, IntervalTrigger(seconds=WATCHDOG_SECONDS),
+                                id=WATCHDOG_JOB)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
         update_status(config.state, mode="daemon", pid=os.getpid(), state="idle", skipped_ticks=0)
         logger.info("publisher daemon started (pid %d), %s", os.getpid(), _describe(config))
         logging.getLogger(SCHEDULER_LOGGER).addFilter(self._skip_filter)
+        self._watcher.start()
         try:
-            self._scheduler.start()  # returns once a stop signal has shut the scheduler down
+            try:
+                self._scheduler.start()  # returns once a stop signal has shut the scheduler down
+            except JobLookupError:
+                # A stop emptied the job store while the scheduler's loop was removing a one-off job it had
+                # just started: the stop is what counts.
+                if not self._stop.is_set():
+                    raise
+            self._watcher.stop(wait=2.0)
             with self._building:  # wait for the build in progress to finish its current file
                 pass
         finally:
             logging.getLogger(SCHEDULER_LOGGER).removeFilter(self._skip_filter)
-        update_status(self._config.state, state="stopped", next_run=None, skipped_ticks=self._skipped_ticks)
+        update_status(self._config.state, state="stopped", next_run=None, skipped_ticks=self._skipped_ticks,
+                      watcher=self._watcher.stopped())
         logger.info("publisher daemon stopped")
         return 0
 
@@ -97,9 +122,12 @@ class Daemon:
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         logger.info("%s received: stopping after the current file", signal.Signals(signum).name)
         self._stop.set()
+        self._watcher.stop()
         threading.Thread(target=self._shutdown, name="publisher-stop", daemon=True).start()
 
     def _on_skipped_tick(self, event: JobSubmissionEvent) -> None:
+        if event.job_id != BUILD_JOB:  # the watchdog waiting behind a long build is no skipped build
+            return
         self._skipped_ticks += 1  # recorded in the status file after the build in progress
         logger.debug("scheduled build skipped: the one before is still running (%d skipped so far)",
                      self._skipped_ticks)
@@ -129,17 +157,36 @@ class Daemon:
         self._config = config
         self._scheduler.modify_job(BUILD_JOB, misfire_grace_time=int(config.schedule.misfire_grace) or 1)
         self._scheduler.reschedule_job(BUILD_JOB, trigger=trigger(config.schedule))
+        self._watcher.reconfigure(config)
         logger.info("config reloaded: %s", _describe(config))
-        self._build()
+        self._build("reload")
 
-    def _build(self) -> None:
+    def _queue_watch_build(self) -> None:
+        """Ask for a build after changes in the store (from the watcher's thread). One waiting build is
+        enough: it reads every change made before it starts."""
+        if not self._watch_queued.acquire(blocking=False):
+            return
+        try:
+            # Two instances: the one running may be a watch build, and this one waits for the worker.
+            self._scheduler.add_job(self._watch_build, DateTrigger(), id=WATCH_JOB, replace_existing=True,
+                                    max_instances=2, misfire_grace_time=None)
+        except SchedulerNotRunningError:
+            self._watch_queued.release()
+
+    def _watch_build(self) -> None:
+        self._watch_queued.release()  # from now on a change is not seen by this build: it queues another
+        self._build("watch")
+
+    def _build(self, cause: str = "schedule") -> None:
         if self._stop.is_set():
             self._shutdown()
             return
         with self._building:
             config = self._config
+            if not self._started:
+                cause, self._started = "start", True
             try:
-                report = locked_build(config, stop_requested=self._stop.is_set)
+                report = locked_build(config, stop_requested=self._stop.is_set, trigger=cause)
             except BuildInterrupted as exc:
                 logger.info("build interrupted: %s", exc)
                 return
@@ -165,7 +212,7 @@ class Daemon:
     def _schedule_embargo(self, due: datetime) -> None:
         logger.debug("next embargoed article falls due at %s; build scheduled then", due.isoformat())
         try:
-            self._scheduler.add_job(self._build, DateTrigger(run_date=due), id=EMBARGO_JOB,
+            self._scheduler.add_job(self._build, DateTrigger(run_date=due), id=EMBARGO_JOB, args=["embargo"],
                                     replace_existing=True, misfire_grace_time=None)
         except SchedulerNotRunningError:
             return
@@ -173,7 +220,7 @@ class Daemon:
 
     def _record_next_run(self) -> None:
         times = [job.next_run_time for job in self._scheduler.get_jobs() if job.next_run_time is not None
-                 and job.id != RELOAD_JOB]
+                 and job.id not in _NOT_A_BUILD_TIME]
         update_status(self._config.state, next_run=timestamp(min(times)) if times else None,
                       skipped_ticks=self._skipped_ticks)
 

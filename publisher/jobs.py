@@ -18,13 +18,15 @@ logger = logging.getLogger(__name__)
 
 
 def locked_build(config: Config, now: datetime | None = None,
-                 stop_requested: Callable[[], bool] = lambda: False) -> BuildReport:
-    """Build while holding the lock. Raises LockTimeout when another build keeps it past lock_timeout."""
+                 stop_requested: Callable[[], bool] = lambda: False, trigger: str | None = None) -> BuildReport:
+    """Build while holding the lock. Raises LockTimeout when another build keeps it past lock_timeout.
+    `trigger`: what started it (the daemon's start, schedule, watch, embargo or reload), for the status."""
     with BuildLock(config.state, config.lock_timeout):
         # A build beside a live daemon (or by it) reports into the daemon's status; otherwise it takes over
         # the status file, so a daemon replaced by cron does not leave "daemon stopped" behind forever.
-        takeover = {} if daemon_running(config.state) else {"mode": "build", "pid": None, "next_run": None}
-        update_status(config.state, state="building", last_started=timestamp(), **takeover)
+        takeover = {} if daemon_running(config.state) else {"mode": "build", "pid": None, "next_run": None,
+                                                            "watcher": None}
+        update_status(config.state, state="building", last_started=timestamp(), last_trigger=trigger, **takeover)
         try:
             report = build(config, now=now, stop_requested=stop_requested)
         except BuildInterrupted:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATUS_NAME = "status.json"
+# The daemon's build and its store watcher both update the status file, from two threads: each update
+# (read, change, write) must see the other's, or one would undo the other.
+_UPDATING = threading.Lock()
 
 
 @dataclass
@@ -36,6 +40,10 @@ class Status:
     next_run: str | None = None
     last_success: str | None = None
     skipped_ticks: int = 0  # scheduled builds skipped because the one before was still running
+    # What started the last build: start, schedule, watch, embargo or reload (the daemon), None (a command).
+    last_trigger: str | None = None
+    # The daemon's store watcher: state (watching | restarting | off | stopped), since, restarts, error.
+    watcher: dict[str, Any] | None = None
 
 
 def status_path(state: Path) -> Path:
@@ -60,10 +68,11 @@ def save_status(state: Path, status: Status) -> None:
 
 def update_status(folder: Path, **changes: Any) -> Status:
     """Change some fields of the status file in the state `folder`."""
-    status = read_status(folder) or Status()
-    for key, value in changes.items():
-        setattr(status, key, value)
-    save_status(folder, status)
+    with _UPDATING:
+        status = read_status(folder) or Status()
+        for key, value in changes.items():
+            setattr(status, key, value)
+        save_status(folder, status)
     return status
 
 
@@ -100,9 +109,12 @@ def format_status(status: Status, verdict: str) -> str:
         f"status:        {verdict}",
         f"mode:          {status.mode}{f' (pid {status.pid}, {status.state})' if status.mode == 'daemon' else ''}",
         f"last build:    {status.last_started or '-'} -> {status.last_finished or '-'}: {status.last_result or '-'}",
+        f"triggered by:  {status.last_trigger or ('-' if status.mode == 'daemon' else 'command')}",
         f"last success:  {status.last_success or '-'}",
         f"next run:      {status.next_run or '-'}",
     ]
+    if status.mode == "daemon":
+        lines.append(f"watcher:       {watcher_line(status.watcher)}")
     if counts:
         lines.append(f"articles:      {counts.get('articles')} read, {counts.get('published')} published, "
                      f"skipped: {skipped}")
@@ -115,6 +127,18 @@ def format_status(status: Status, verdict: str) -> str:
     for cause in causes or ([status.last_error] if status.last_error else []):
         lines.append(f"error:         {cause}")
     return "\n".join(lines)
+
+
+def watcher_line(watcher: dict[str, Any] | None) -> str:
+    """The store watcher's state, as `publisher status` shows it."""
+    if not watcher:
+        return "-"
+    line = f"{watcher.get('state', '-')} since {watcher.get('since') or '-'}"
+    if watcher.get("restarts"):
+        line += f", {watcher['restarts']} restarts"
+    if watcher.get("error"):
+        line += f" (last error: {watcher['error']})"
+    return line
 
 
 def daemon_running(folder: Path) -> bool:

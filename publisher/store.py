@@ -118,7 +118,7 @@ def _walk(folder: str, prefix: str, folders: list[tuple[str, str, list[str]]], s
     selecting = bool(include or exclude)
     for name in names:
         if name[-1] != "/":
-            if not selecting or _selected(prefix + name, include, exclude):
+            if not selecting or selected(prefix + name, include, exclude):
                 files.append(name)
             continue
         path = os.path.join(folder, name[:-1])
@@ -199,7 +199,7 @@ def _stat_in_two(folders: list[tuple[str, str, list[str]]], count: int) -> tuple
     return stats, kinds
 
 
-def _selected(relative: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
+def selected(relative: str, include: tuple[str, ...], exclude: tuple[str, ...]) -> bool:
     if include and not any(_matches(relative, p) for p in include):
         return False
     return not any(_matches(relative, p) for p in exclude)

@@ -191,7 +191,7 @@ def test_failed_build_is_followed_by_a_good_one(tmp_path, daemons):
     store.rename(tmp_path / "away")
     wait_for(lambda: status(tmp_path).get("last_result") == "failed", what="failed build")
     assert "store folder not found" in status(tmp_path)["last_error"]
-    assert "build failed, the served feeds stay as they were" in daemon.text()
+    wait_for(lambda: "build failed, the served feeds stay as they were" in daemon.text(), what="failure logged")
     assert (out / "all.rss").read_bytes() == before
     unhealthy = run_cli("status", "-c", tmp_path / "config.yaml")
     assert unhealthy.returncode == 1 and "last build failed" in unhealthy.stdout
