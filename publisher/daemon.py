@@ -228,7 +228,10 @@ class Daemon:
 def _describe(config: Config) -> str:
     schedule = config.schedule
     when = f"cron {schedule.cron!r}" if schedule.cron else f"every {duration(schedule.every or 0)}"
-    return f"store {config.store}, output {config.output}, {when} ({schedule.timezone})"
+    watch = config.watch
+    watching = (f"watching the store (debounce {duration(watch.debounce)}, max delay {duration(watch.max_delay)})"
+                if watch.enabled else "not watching the store (watch.enabled: false)")
+    return f"store {config.store}, output {config.output}, {when} ({schedule.timezone}), {watching}"
 
 
 def run_daemon(config_path: Path, config: Config, overrides: Mapping[str, Any] | None = None) -> int:

@@ -147,8 +147,7 @@ class StoreWatcher:
 
     def start(self) -> None:
         if not self._config.watch.enabled:
-            self._report("off")
-            logger.info("watching the store is off (watch.enabled: false); building on the schedule only")
+            self._report("off")  # the daemon's start line says so
             return
         if self._threads:
             return
@@ -236,8 +235,8 @@ class StoreWatcher:
                 if self._recovering:
                     logger.warning("watching %s for changes again", target.store)
                     self._recovering = False
-                else:
-                    logger.info("watching %s for changes", target.store)
+                else:  # the daemon's start and reload lines say it watches
+                    logger.debug("watching %s for changes", target.store)
                 self._report("watching")
                 if catch_up:
                     self._ask_for_build()
