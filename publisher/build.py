@@ -16,15 +16,17 @@ from publisher.catalog import Collection
 from publisher.config import Config
 from publisher.errors import BuildInterrupted
 from publisher.fingerprints import known_feeds
+from publisher.mirror import mirror_store, store_label
 from publisher.pages import feed_page, page_path, site_pages
 from publisher.precompress import gzip_copies
 from publisher.probe import ProbeReport, apply_sizes, enclosure_urls, probe_enclosures
 from publisher.render import FORMATS, render
 from publisher.selection import Feed
+from publisher.targets import Target, open_target
 from publisher.web import user_agent
 from publisher.websub import Ping, changed_feed_urls, ping_hubs
-from publisher.wording import by_cause, plural
-from publisher.writer import WriteResult, manifest_path, write_outputs
+from publisher.wording import plural
+from publisher.writer import WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class BuildReport:
         line = (f"{plural(len(c.articles) + c.invalid, 'article')} read, {self.published} published, "
                 f"{sum(self.skipped.values())} skipped{f' ({reasons})' if reasons else ''}, "
                 f"{plural(c.not_articles, 'other document')} ignored; {plural(len(self.feeds), 'feed')}: "
-                f"{plural(len(w.written), 'file')} written, {len(w.unchanged)} unchanged, {len(w.removed)} removed")
+                f"{w.describe()}")
         if w.failed:
             line += f", {len(w.failed)} not written"
         if self.probes is not None:
@@ -68,23 +70,31 @@ class BuildReport:
 
     def failures(self) -> list[str]:
         """One line per cause of the files that could not be written (empty when every file was)."""
-        return by_cause(self.writes.failed, "not written")
+        return self.writes.failure_lines()
 
 
 def collect(config: Config) -> Collection:
     """Scan the store and read what changed since the last build's scan, writing nothing (`publisher check`).
     Raises StoreError when the store cannot be read."""
+    if config.store_bucket is not None:
+        mirror_store(config)  # the mirror is a cache of the bucket: bringing it up to date changes no feed
     return catalog.collect(config, save=False)
 
 
 def build(config: Config, now: datetime | None = None,
-          stop_requested: Callable[[], bool] = lambda: False) -> BuildReport:
-    """Build every feed from the store and bring the output folder up to date."""
+          stop_requested: Callable[[], bool] = lambda: False, target: Target | None = None) -> BuildReport:
+    """Build every feed from the store and bring the output (`target`, by default the one `output` names)
+    up to date. The caller holds the target (Target.hold) when it has one of its own."""
     started = time.monotonic()
     now = now or datetime.now(UTC)
+    target = target or open_target(config)
+    target.refresh()
+    if config.store_bucket is not None:
+        mirror_store(config, stop_requested)  # the bucket's new and changed objects, into config.store
     collection = catalog.collect(config)  # and remember what each file yielded, in the state folder
+    where = store_label(config)
     for problem in collection.problems:
-        logger.warning("%s%s", problem, "; left out of every feed" if problem.fatal else "")
+        logger.warning("%s%s%s", where, problem, "; left out of every feed" if problem.fatal else "")
     live, feeds = catalog.select(collection, config, now)  # the last selection, when nothing changed
     probes = None
     if config.enclosures.probe:
@@ -92,7 +102,7 @@ def build(config: Config, now: datetime | None = None,
                                   user_agent(config.site.home), now.timestamp(), stop_requested)
         feeds = apply_sizes(feeds, probes.sizes)
     formats = [FORMATS[name] for name in config.formats]
-    known = known_feeds(config, feeds, formats)  # feeds whose files are as they would be rendered
+    known = known_feeds(config, feeds, formats, target)  # feeds whose files are as they would be rendered
     files = {
         f"{feed.spec.path}{fmt.extension}": render(feed, fmt, config.site, config.websub.hubs)
         for feed in feeds if feed.spec.path not in known.unchanged
@@ -101,13 +111,12 @@ def build(config: Config, now: datetime | None = None,
     files.update({page_path(feed): feed_page(feed, formats, config.site)
                   for feed in feeds if feed.spec.path not in known.unchanged})
     files.update(site_pages(feeds, formats, config.site))
-    if config.precompress:
+    if target.gzip_copies:
         files.update(gzip_copies(files))
     if stop_requested():
         # Stopping before the first write leaves every served file as it was.
         raise BuildInterrupted("stop requested before writing; nothing written")
-    writes = write_outputs(config.output, files, manifest_path(config.state, config.output), stop_requested,
-                           keep=known.kept)
+    writes = target.publish(files, known.kept, stop_requested)
     known.record(writes)
     pings = ping_hubs(config.websub.hubs, changed_feed_urls(writes.written, config.site.base_url),
                       user_agent(config.site.home))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from publisher import reading, scan_cache, store
@@ -124,7 +125,9 @@ def collect(config: Config, save: bool = True, workers: int | None = None,
 def _collect(config: Config, save: bool, workers: int | None, parallel_from: int | None) -> Collection:
     store.warn_without_libyaml()
     started_ns = time.time_ns()
-    listing = store.scan(config.store, config.include, config.exclude, skip=(config.output, config.state))
+    folders = (config.output, config.state)
+    listing = store.scan(config.store, config.include, config.exclude,
+                         skip=tuple(folder for folder in folders if isinstance(folder, Path)))
     cache = ScanState(config, listing, save)
     if cache.unchanged():
         return cache.unchanged_collection()

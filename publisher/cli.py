@@ -13,13 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from publisher import __version__
+from publisher.bucket import DeletionLimit
 from publisher.build import collect
 from publisher.config import Config, load_config
 from publisher.daemon import run_daemon
 from publisher.errors import ConfigError, PublisherError, ServeError, StoreError
 from publisher.jobs import locked_build
+from publisher.lease import LeaseHeld
 from publisher.lock import LockTimeout
 from publisher.logs import JsonFormatter
+from publisher.mirror import store_label
+from publisher.s3 import is_s3_url
 from publisher.serve import DEFAULT_HOST, DEFAULT_PORT, serve
 from publisher.status import assess, format_status, read_status
 from publisher.wording import plural
@@ -31,7 +35,8 @@ EXIT_PROBLEMS = 1  # build --strict: an article was skipped; check: problems fou
 EXIT_CONFIG = 2  # invalid config or command line
 EXIT_STORE = 3  # the store cannot be read
 EXIT_WRITE = 4  # an output file could not be written (the previous one stays)
-EXIT_LOCKED = 75  # another build held the lock past lock_timeout (EX_TEMPFAIL: try again later)
+EXIT_LOCKED = 75  # another build held the lock past lock_timeout, or another publisher holds the bucket's
+#                   lease (EX_TEMPFAIL: try again later)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,9 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         return int(args.command(args, config))
-    except ConfigError as exc:
+    except (ConfigError, DeletionLimit) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except LeaseHeld as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except StoreError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_STORE
@@ -69,21 +77,21 @@ def _parser() -> argparse.ArgumentParser:
 
     build_cmd = commands.add_parser("build", parents=[common], help="build the feeds once",
                                     description="Build every feed from the store into the output folder.")
-    build_cmd.add_argument("--store", type=Path, help="article folder (overrides `store`)")
-    build_cmd.add_argument("--output", type=Path, help="output folder (overrides `output`)")
+    build_cmd.add_argument("--store", type=_location, help="article folder or s3:// URL (overrides `store`)")
+    build_cmd.add_argument("--output", type=_location, help="output folder or s3:// URL (overrides `output`)")
     build_cmd.add_argument("--strict", action="store_true", help="exit 1 when any article was skipped as broken")
     build_cmd.set_defaults(command=_build)
 
     check_cmd = commands.add_parser("check", parents=[common], help="list every problem in the store",
                                     description="Read the whole store and list every problem; write nothing.")
-    check_cmd.add_argument("--store", type=Path, help="article folder (overrides `store`)")
+    check_cmd.add_argument("--store", type=_location, help="article folder or s3:// URL (overrides `store`)")
     check_cmd.set_defaults(command=_check)
 
     run_cmd = commands.add_parser("run", parents=[common], help="run as a daemon, building on a schedule",
                                   description="Build at start, then on the schedule from the config, until "
                                   "SIGTERM or SIGINT; SIGHUP reloads the config.")
-    run_cmd.add_argument("--store", type=Path, help="article folder (overrides `store`)")
-    run_cmd.add_argument("--output", type=Path, help="output folder (overrides `output`)")
+    run_cmd.add_argument("--store", type=_location, help="article folder or s3:// URL (overrides `store`)")
+    run_cmd.add_argument("--output", type=_location, help="output folder or s3:// URL (overrides `output`)")
     run_cmd.set_defaults(command=_run)
 
     status_cmd = commands.add_parser("status", parents=[common], help="show the last build and the next run",
@@ -99,9 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})")
     serve_cmd.add_argument("--port", type=_port, default=DEFAULT_PORT,
                            help=f"port to listen on, 0 for any free one (default: {DEFAULT_PORT})")
-    serve_cmd.add_argument("--output", type=Path, help="folder to serve (overrides `output`)")
+    serve_cmd.add_argument("--output", type=_location, help="folder to serve (overrides `output`)")
     serve_cmd.set_defaults(command=_serve)
     return parser
+
+
+def _location(value: str) -> Path | str:
+    """A folder (relative to the current directory) or an s3:// URL, kept as it is for the config to check."""
+    return value if is_s3_url(value) else Path(value).expanduser().resolve()
 
 
 def _port(value: str) -> int:
@@ -119,7 +132,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("store", "output"):
         value = getattr(args, key, None)
         if value is not None:
-            overrides[key] = value.expanduser().resolve()  # command-line paths are relative to the cwd
+            overrides[key] = value  # folders already resolved against the cwd, as a shell user expects
     return overrides
 
 
@@ -143,8 +156,9 @@ def _build(args: argparse.Namespace, config: Config) -> int:
 
 def _check(args: argparse.Namespace, config: Config) -> int:
     found = collect(config)
+    where = store_label(config)
     for problem in found.problems:
-        print(f"{problem}{' (left out)' if problem.fatal else ''}")
+        print(f"{where}{problem}{' (left out)' if problem.fatal else ''}")
     print(f"publisher: {len(found.articles) + found.invalid} articles, {found.invalid} left out, "
           f"{len(found.problems)} problems, {found.not_articles} other documents")
     return EXIT_PROBLEMS if found.problems else EXIT_OK

@@ -4,6 +4,7 @@ the current directory, as a shell user expects)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -16,7 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from publisher.errors import ConfigError
-from publisher.schedule import cron_trigger
+from publisher.s3 import S3Location, is_s3_url, parse_location
+from publisher.schedule import cron_trigger, interval_seconds
 from publisher.xmltext import is_xml_text
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,15 @@ DEFAULTS: dict[str, Any] = {
         "timeout": "10s",
         "workers": 4,
         "per_host": 2,
+    },
+    "s3": {
+        "endpoint_url": None,
+        "region": None,
+        "profile": None,
+        "cache_control": None,  # derived from the schedule
+        "max_deletes": 256,
+        "workers": 8,
+        "lease": True,
     },
     "site": {
         "title": "Publisher feeds",
@@ -119,14 +130,29 @@ class EnclosureConfig:
     per_host: int
 
 
+@dataclass(frozen=True)
+class S3Config:
+    """How to reach S3-compatible storage for `s3://` locations (credentials: boto3's standard chain)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    cache_control: str = "public, max-age=900, stale-while-revalidate=86400"
+    max_deletes: int = 256
+    workers: int = 8
+    lease: bool = True
+
+
 FORMAT_NAMES = ("atom", "rss", "json")
+# Served copies may be this much older than the build that replaced them while a cache revalidates them.
+STALE_WHILE_REVALIDATE = 86400
 
 
 @dataclass(frozen=True)
 class Config:
     source: Path | None
-    store: Path
-    output: Path
+    store: Path  # the folder read; for a store in a bucket, its local mirror in the state folder
+    output: Path | S3Location
     state: Path
     include: tuple[str, ...]
     exclude: tuple[str, ...]
@@ -141,6 +167,8 @@ class Config:
     watch: WatchConfig = WatchConfig(enabled=True, debounce=0.5, max_delay=5.0)
     enclosures: EnclosureConfig = EnclosureConfig(probe=False, max_age=7 * 86400.0, max_probes=200,
                                                   timeout=10.0, workers=4, per_host=2)
+    s3: S3Config = S3Config()
+    store_bucket: S3Location | None = None  # `store: s3://...`: the bucket mirrored into `store`
 
 
 def load_config(path: Path, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -215,14 +243,33 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
                       "a list of glob patterns")
         return tuple(value)
 
-    store, output, state = folder("store"), folder("output"), folder("state")
-    if output == store:
-        raise ConfigError(f"{file}: output: must not be the store folder itself ({store})")
-    if _is_within(state, output):
-        raise ConfigError(f"{file}: state: must not be inside the output folder {output}; "
-                          "it holds locks and caches that a web server must not serve")
-    if _is_within(output, state):
-        raise ConfigError(f"{file}: output: must not be inside the state folder {state}")
+    def location(key: str) -> S3Location | None:
+        value = _lookup(values, key)
+        if not is_s3_url(value):
+            return None
+        parsed = parse_location(value)
+        if parsed is None:
+            raise ConfigError(f"{file}: {key}: expected s3://bucket/prefix/ with a valid bucket name and a "
+                              f"prefix without empty, '.' or '..' parts, got {_describe(value)}")
+        return parsed
+
+    state = folder("state")
+    store_bucket = location("store")
+    store = mirror_folder(state, store_bucket) if store_bucket is not None else folder("store")
+    output: Path | S3Location
+    output_bucket = location("output")
+    output = output_bucket if output_bucket is not None else folder("output")
+    if isinstance(output, Path):
+        if output == store:
+            raise ConfigError(f"{file}: output: must not be the store folder itself ({store})")
+        if _is_within(state, output):
+            raise ConfigError(f"{file}: state: must not be inside the output folder {output}; "
+                              "it holds locks and caches that a web server must not serve")
+        if _is_within(output, state):
+            raise ConfigError(f"{file}: output: must not be inside the state folder {state}")
+    elif store_bucket is not None and store_bucket.bucket == output.bucket and (
+            store_bucket.prefix.startswith(output.prefix) or output.prefix.startswith(store_bucket.prefix)):
+        raise ConfigError(f"{file}: output: {output} must not overlap the store {store_bucket}")
     max_items = check("max_items", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
                       "a whole number above 0")
 
@@ -258,6 +305,7 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         per_host=count("enclosures.per_host"),
     )
 
+    s3 = _s3(values, check, count, flag, optional_text, schedule)
     base_url = check("site.base_url", _is_http_url, "the absolute http(s) URL where the output folder is served")
     base_url = base_url if base_url.endswith("/") else base_url + "/"
     title = check("site.title", lambda v: is_xml_text(v) and v.strip() != "",
@@ -289,6 +337,8 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         websub=WebSubConfig(hubs=tuple(hubs)),
         watch=watch,
         enclosures=enclosures,
+        s3=s3,
+        store_bucket=store_bucket,
     )
 
 
@@ -345,6 +395,44 @@ def _watch(duration: Callable[[str], float], flag: Callable[[str], bool], file: 
         raise ConfigError(f"{file}: watch.max_delay: expected a duration above 0 and not below watch.debounce "
                           f"({debounce:g}s), got {max_delay:g}s")
     return WatchConfig(enabled=flag("watch.enabled"), debounce=debounce, max_delay=max_delay)
+
+
+def _s3(values: dict[str, Any], check: Callable[..., Any], count: Callable[[str], int],
+        flag: Callable[[str], bool], optional_text: Callable[[str], str | None],
+        schedule: ScheduleConfig) -> S3Config:
+    def header(key: str) -> str | None:
+        value: str | None = check(key, lambda v: v is None or (isinstance(v, str) and v.strip() != "" and v.isprintable()),
+                     "an HTTP header value on one line")
+        return value
+
+    def name(key: str) -> str | None:
+        value: str | None = check(key, lambda v: v is None or (isinstance(v, str) and v.strip() != "" and v.isprintable()),
+                     "a name")
+        return value
+
+    cache_control = header("s3.cache_control")
+    return S3Config(
+        endpoint_url=check("s3.endpoint_url", lambda v: v is None or _is_http_url(v), "an absolute http(s) URL"),
+        region=name("s3.region"),
+        profile=name("s3.profile"),
+        cache_control=cache_control if cache_control is not None else default_cache_control(schedule),
+        max_deletes=check("s3.max_deletes", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                          "a whole number (0 or more)"),
+        workers=count("s3.workers"),
+        lease=flag("s3.lease"),
+    )
+
+
+def default_cache_control(schedule: ScheduleConfig) -> str:
+    """What deploy/nginx.conf sends: a reader may keep a copy for one build interval, and a cache may serve
+    it while it revalidates for a day after that."""
+    return f"public, max-age={round(interval_seconds(schedule))}, stale-while-revalidate={STALE_WHILE_REVALIDATE}"
+
+
+def mirror_folder(state: Path, bucket: S3Location) -> Path:
+    """Where the objects of a store bucket are mirrored (one folder per bucket and prefix)."""
+    digest = hashlib.sha256(str(bucket).encode("utf-8")).hexdigest()[:16]
+    return state / "s3-store" / digest
 
 
 def _author(value: Any, file: str) -> Author | None:

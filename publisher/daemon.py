@@ -41,6 +41,7 @@ from publisher.jobs import locked_build
 from publisher.lock import LockTimeout
 from publisher.schedule import trigger
 from publisher.status import timestamp, update_status
+from publisher.targets import open_target
 from publisher.watch import StoreWatcher
 from publisher.wording import duration
 
@@ -69,6 +70,8 @@ class Daemon:
         self._config_path = config_path
         self._overrides = dict(overrides or {})
         self._config = config
+        self._target = open_target(config)  # held for the daemon's whole life (a bucket's lease)
+        self._lease_lost = False
         self._stop = threading.Event()
         self._building = threading.Lock()
         self._skipped_ticks = 0
@@ -85,7 +88,19 @@ class Daemon:
         self._scheduler.add_listener(self._on_skipped_tick, EVENT_JOB_MAX_INSTANCES)
 
     def run(self) -> int:
-        """Run until SIGTERM or SIGINT; returns the exit status (0)."""
+        """Run until SIGTERM or SIGINT; returns the exit status: 0, or 75 when another publisher took the
+        bucket's lease over. Raises LeaseHeld when another publisher holds it at start."""
+        with self._target.hold(on_lost=self._on_lease_lost):
+            self._run()
+        return 75 if self._lease_lost else 0
+
+    def _on_lease_lost(self) -> None:
+        logger.error("another publisher took over the output's lease: stopping")
+        self._lease_lost = True
+        self._stop.set()
+        self._shutdown()
+
+    def _run(self) -> None:
         config = self._config
         # The schedule's job makes the first build, at once: its cause is "start" (see _build).
         self._scheduler.add_job(self._build, trigger(config.schedule), id=BUILD_JOB, args=["schedule"],
@@ -115,7 +130,6 @@ class Daemon:
         update_status(self._config.state, state="stopped", next_run=None, skipped_ticks=self._skipped_ticks,
                       watcher=self._watcher.stopped())
         logger.info("publisher daemon stopped")
-        return 0
 
     # Signal handlers run on the main thread, inside the scheduler's own loop: they only hand the work to a
     # short-lived thread, so the scheduler's locks are never re-entered from a handler.
@@ -154,6 +168,11 @@ class Daemon:
         except ConfigError as exc:
             logger.error("config not reloaded, the old one stays in force: %s", exc)
             return
+        if (config.output, config.s3) != (self._config.output, self._config.s3) and not (
+                isinstance(config.output, Path) and isinstance(self._config.output, Path)):
+            logger.error("config not reloaded, the old one stays in force: `output` or `s3` changed for a "
+                         "bucket; restart the daemon to move its lease")
+            return
         self._config = config
         self._scheduler.modify_job(BUILD_JOB, misfire_grace_time=int(config.schedule.misfire_grace) or 1)
         self._scheduler.reschedule_job(BUILD_JOB, trigger=trigger(config.schedule))
@@ -186,7 +205,8 @@ class Daemon:
             if not self._started:
                 cause, self._started = "start", True
             try:
-                report = locked_build(config, stop_requested=self._stop.is_set, trigger=cause)
+                report = locked_build(config, stop_requested=self._stop.is_set, trigger=cause,
+                                      target=self._target)
             except BuildInterrupted as exc:
                 logger.info("build interrupted: %s", exc)
                 return

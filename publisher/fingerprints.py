@@ -15,8 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -28,7 +27,9 @@ from publisher.pages import page_path
 from publisher.precompress import SUFFIX
 from publisher.reading import encode_article
 from publisher.render import Format
+from publisher.s3 import S3Location
 from publisher.selection import Feed
+from publisher.targets import Target, open_target
 from publisher.writer import WriteResult, read_state_json, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,8 @@ class Known:
     """The feeds of this build whose files are already as they would be rendered, and what to record."""
 
     path: Path  # the state file
-    output: Path
+    output: str  # the target's identity
+    stamps: Callable[[Iterable[str]], dict[str, list[Any]] | None]  # the target's
     settings: str
     fingerprints: dict[str, str]  # feed path -> fingerprint, for every feed of this build
     files: dict[str, list[str]]  # feed path -> its files in the output folder
@@ -62,33 +64,37 @@ class Known:
             if feed in self.unchanged:
                 feeds[feed] = self.recorded[feed]
             elif all(name in done for name in self.files[feed]):
-                stats = _stats(self.output, self.files[feed])
+                stats = self.stamps(self.files[feed])
                 if stats is not None:
                     feeds[feed] = {"fingerprint": fingerprint, "files": stats}
         if feeds == self.recorded:
             return
-        data = {"format": FORMAT, "output": str(self.output), "settings": self.settings, "feeds": feeds}
+        data = {"format": FORMAT, "output": self.output, "settings": self.settings, "feeds": feeds}
         try:
             write_atomic(self.path, (json.dumps(data, indent=0, sort_keys=True) + "\n").encode("utf-8"))
         except OSError as exc:  # the next build renders every feed again
             logger.warning("%s: cannot record feed fingerprints: %s", self.path, exc.strerror or exc)
 
 
-def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format]) -> Known:
-    """Which of `feeds` need no rendering: same fingerprint as recorded, files untouched since."""
+def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format], target: Target | None = None
+                ) -> Known:
+    """Which of `feeds` need no rendering: same fingerprint as recorded, files untouched since (in `target`,
+    by default the output folder)."""
+    target = target or open_target(config)
     settings = _settings(config, formats)
     extensions = [fmt.extension for fmt in formats]
     files = {}
     for feed in feeds:
         names = [f"{feed.spec.path}{extension}" for extension in extensions] + [page_path(feed)]
-        files[feed.spec.path] = names + [f"{name}{SUFFIX}" for name in names] if config.precompress else names
-    known = Known(path=state_path(config.state, config.output), output=config.output, settings=settings,
+        files[feed.spec.path] = names + [f"{name}{SUFFIX}" for name in names] if target.gzip_copies else names
+    known = Known(path=state_path(config.state, config.output), output=target.identity, stamps=target.stamps,
+                  settings=settings,
                   fingerprints={feed.spec.path: fingerprint(feed, settings) for feed in feeds}, files=files,
-                  recorded=_recorded(state_path(config.state, config.output), config.output, settings))
+                  recorded=_recorded(state_path(config.state, config.output), target.identity, settings))
     for path, value in known.fingerprints.items():
         entry = known.recorded.get(path)
         if (isinstance(entry, dict) and entry.get("fingerprint") == value
-                and entry.get("files") == _stats(config.output, files[path])):
+                and entry.get("files") == target.stamps(files[path])):
             known.unchanged.add(path)
     if known.unchanged:
         logger.debug("%d of %d feeds unchanged since they were written: not rendered again",
@@ -105,9 +111,10 @@ def fingerprint(feed: Feed, settings: str) -> str:
     return digest.hexdigest()
 
 
-def state_path(state: Path, output: Path) -> Path:
-    """One file per output folder, like the writer's manifest."""
-    digest = hashlib.sha256(str(output.resolve()).encode("utf-8")).hexdigest()[:16]
+def state_path(state: Path, output: Path | S3Location) -> Path:
+    """One file per output folder or bucket prefix, like the writer's manifest."""
+    name = str(output.resolve()) if isinstance(output, Path) else str(output)
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
     return state / "fingerprints" / f"{digest}.json"
 
 
@@ -118,26 +125,13 @@ def _settings(config: Config, formats: Iterable[Format]) -> str:
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
 
 
-def _recorded(path: Path, output: Path, settings: str) -> dict[str, Any]:
+def _recorded(path: Path, output: str, settings: str) -> dict[str, Any]:
     data = read_state_json(path, "feed fingerprints", "every feed is rendered")
-    if (not isinstance(data, dict) or data.get("format") != FORMAT or data.get("output") != str(output)
+    if (not isinstance(data, dict) or data.get("format") != FORMAT or data.get("output") != output
             or data.get("settings") != settings or not isinstance(data.get("feeds"), dict)):
         return {}  # other settings or code: every feed is rendered again
     feeds: dict[str, Any] = data["feeds"]
     return feeds
-
-
-def _stats(output: Path, names: Iterable[str]) -> dict[str, list[int]] | None:
-    """Size and mtime of each file, or None when one is missing."""
-    stats = {}
-    for name in names:
-        try:
-            stat = os.stat(output / name)
-        except OSError:
-            return None
-        stats[name] = [stat.st_size, stat.st_mtime_ns]
-    return stats
-
 
 
 def _feedgen_version() -> str:

@@ -13,13 +13,17 @@ from publisher.config import Config
 from publisher.errors import BuildInterrupted
 from publisher.lock import BuildLock
 from publisher.status import daemon_running, timestamp, update_status
+from publisher.targets import Target, open_target
 
 logger = logging.getLogger(__name__)
 
 
 def locked_build(config: Config, now: datetime | None = None,
-                 stop_requested: Callable[[], bool] = lambda: False, trigger: str | None = None) -> BuildReport:
-    """Build while holding the lock. Raises LockTimeout when another build keeps it past lock_timeout.
+                 stop_requested: Callable[[], bool] = lambda: False, trigger: str | None = None,
+                 target: Target | None = None) -> BuildReport:
+    """Build while holding the lock, and the output target for the build unless the caller holds `target`
+    (the daemon holds its own for its whole life). Raises LockTimeout when another build keeps the lock
+    past lock_timeout, LeaseHeld when another publisher holds the bucket's lease.
     `trigger`: what started it (the daemon's start, schedule, watch, embargo or reload), for the status."""
     with BuildLock(config.state, config.lock_timeout):
         # A build beside a live daemon (or by it) reports into the daemon's status; otherwise it takes over
@@ -28,7 +32,12 @@ def locked_build(config: Config, now: datetime | None = None,
                                                             "watcher": None}
         update_status(config.state, state="building", last_started=timestamp(), last_trigger=trigger, **takeover)
         try:
-            report = build(config, now=now, stop_requested=stop_requested)
+            if target is not None:
+                report = build(config, now=now, stop_requested=stop_requested, target=target)
+            else:
+                own = open_target(config)
+                with own.hold():
+                    report = build(config, now=now, stop_requested=stop_requested, target=own)
         except BuildInterrupted:
             # A stop the operator asked for is not a failure: nothing was published, nothing is wrong.
             update_status(config.state, state="idle", last_finished=timestamp(), last_result="interrupted",

@@ -8,6 +8,7 @@ translated to weekday names before it reaches APScheduler, so a crontab line mea
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from apscheduler.triggers.base import BaseTrigger
@@ -28,6 +29,25 @@ def trigger(schedule: ScheduleConfig) -> BaseTrigger:
         return cron_trigger(schedule.cron, schedule.timezone)
     assert schedule.every is not None
     return IntervalTrigger(seconds=schedule.every, timezone=schedule.timezone)
+
+
+def interval_seconds(schedule: ScheduleConfig) -> float:
+    """Seconds between two builds: `every`, or for a crontab line the shortest gap between its next few
+    runs (what a reader polling in between can miss at most)."""
+    if schedule.cron is None:
+        assert schedule.every is not None
+        return schedule.every
+    cron = cron_trigger(schedule.cron, schedule.timezone)
+    times: list[datetime] = []
+    moment = datetime(2030, 1, 1, tzinfo=UTC)  # a fixed start: the same config gives the same value
+    for _ in range(8):
+        moment = cron.get_next_fire_time(times[-1] if times else None, moment)
+        if moment is None:
+            break
+        times.append(moment)
+        moment = moment + timedelta(seconds=1)
+    gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
+    return min(gaps) if gaps else 900.0
 
 
 def cron_trigger(line: str, timezone: str) -> CronTrigger:

@@ -74,6 +74,9 @@ def make_server(root: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, 
 def serve(config: Config, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           announce: Callable[[str], None] = lambda url: None) -> None:
     """Serve `config.output` until SIGINT or SIGTERM. `announce` gets the URL once the server listens."""
+    if not isinstance(config.output, Path):
+        raise ServeError(f"output: {config.output} is a bucket: serve it with its CDN or the storage's own "
+                         "website endpoint; `publisher serve` previews a local output folder")
     server = make_server(config.output, host, port, config.site.base_url, config.websub.hubs)
     with server:
         restore = _stop_on_signals(server)

@@ -22,11 +22,11 @@ def duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def by_cause(failures: Iterable[tuple[str, str]], verb: str) -> list[str]:
+def by_cause(failures: Iterable[tuple[str, str]], verb: str, noun: str = "file") -> list[str]:
     """One line per distinct cause, in order of first appearance, from (path, cause) pairs:
     `46 files not written: No space left on device (first: topics/ai.rss)`."""
     grouped: dict[str, list[str]] = {}
     for path, cause in failures:
         grouped.setdefault(cause, []).append(path)
-    return [f"{plural(len(paths), 'file')} {verb}: {cause} ({'first: ' if len(paths) > 1 else ''}{paths[0]})"
+    return [f"{plural(len(paths), noun)} {verb}: {cause} ({'first: ' if len(paths) > 1 else ''}{paths[0]})"
             for cause, paths in grouped.items()]

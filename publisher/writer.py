@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from publisher.errors import WriteError
-from publisher.wording import plural
+from publisher.wording import by_cause, plural
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,15 @@ class WriteResult:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, cause)
+
+    def describe(self) -> str:
+        """The counts, for the summary line."""
+        return (f"{plural(len(self.written), 'file')} written, {len(self.unchanged)} unchanged, "
+                f"{len(self.removed)} removed")
+
+    def failure_lines(self) -> list[str]:
+        """One line per cause of the files that could not be written (empty when every file was)."""
+        return by_cause(self.failed, "not written")
 
 
 def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
