@@ -400,14 +400,15 @@ def _watch(duration: Callable[[str], float], flag: Callable[[str], bool], file: 
 def _s3(values: dict[str, Any], check: Callable[..., Any], count: Callable[[str], int],
         flag: Callable[[str], bool], optional_text: Callable[[str], str | None],
         schedule: ScheduleConfig) -> S3Config:
+    def one_line(value: Any) -> bool:
+        return value is None or (isinstance(value, str) and value.strip() != "" and value.isprintable())
+
     def header(key: str) -> str | None:
-        value: str | None = check(key, lambda v: v is None or (isinstance(v, str) and v.strip() != "" and v.isprintable()),
-                     "an HTTP header value on one line")
+        value: str | None = check(key, one_line, "an HTTP header value on one line")
         return value
 
     def name(key: str) -> str | None:
-        value: str | None = check(key, lambda v: v is None or (isinstance(v, str) and v.strip() != "" and v.isprintable()),
-                     "a name")
+        value: str | None = check(key, one_line, "a name")
         return value
 
     cache_control = header("s3.cache_control")

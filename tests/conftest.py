@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from publisher.config import Config, load_config
+from tests.s3_server import s3_server  # noqa: F401 - the fixture of a real S3 endpoint (tests/test_s3.py)
 
 REPO = Path(__file__).resolve().parents[1]
 # A copy of ../shared/corpus kept in the repository (tests/corpus/README.md), so a clone anywhere runs every test.

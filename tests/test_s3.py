@@ -14,9 +14,11 @@ from pathlib import Path
 
 import feedparser
 import pytest
+import yaml
 
+from publisher.config import load_config
 from tests.conftest import cli_env, run_cli, write_article, write_config
-from tests.s3_server import CREDENTIALS, moto_server_process, s3_server  # noqa: F401 - a fixture
+from tests.s3_server import CREDENTIALS, moto_server_process
 
 LEASE = ".publisher-lease"
 CACHE_CONTROL = "public, max-age=900, stale-while-revalidate=86400"  # schedule.every 15m, as nginx.conf
@@ -378,3 +380,25 @@ def test_the_s3_settings_are_checked(tmp_path):
     result = run_cli("build", "-c", write_config(tmp_path, s3={"cache_control": "a\nb"}))
     assert result.returncode == 2 and "s3.cache_control" in result.stderr
     assert os.environ["AWS_ACCESS_KEY_ID"] == "testing"
+
+
+def test_the_kubernetes_cronjob_runs_the_image_on_its_configmap_one_run_at_a_time(tmp_path):
+    from tests.conftest import REPO
+    documents = {d["kind"]: d for d in yaml.safe_load_all((REPO / "deploy/kubernetes/cronjob.yaml").read_text())}
+    job = documents["CronJob"]["spec"]
+    assert job["concurrencyPolicy"] == "Forbid"
+    pod = job["jobTemplate"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"][0] == "build" and pod["securityContext"]["runAsNonRoot"] is True
+    assert container["envFrom"] == [{"secretRef": {"name": documents["Secret"]["metadata"]["name"]}}]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    assert mounts["/etc/publisher"]["configMap"]["name"] == documents["ConfigMap"]["metadata"]["name"]
+    config = tmp_path / "config.yaml"
+    config.write_text(documents["ConfigMap"]["data"]["config.yaml"])
+    loaded = load_config(config)
+    assert mounts[str(loaded.state)]["persistentVolumeClaim"]["claimName"] == documents[
+        "PersistentVolumeClaim"]["metadata"]["name"]
+    assert str(loaded.output).startswith("s3://") and loaded.store_bucket is not None
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "USER 10001" in dockerfile and 'ENTRYPOINT ["publisher"]' in dockerfile
