@@ -292,6 +292,8 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
                     f"a non-empty list of formats from {', '.join(FORMAT_NAMES)}")
     schedule = _schedule(values["schedule"], file, duration)
     watch = _watch(duration, flag, file)
+    if store_bucket is not None:  # a bucket sends no change events: its mirror changes only while building
+        watch = WatchConfig(enabled=False, debounce=watch.debounce, max_delay=watch.max_delay)
     hubs = check("websub.hubs", lambda v: isinstance(v, list) and all(_is_http_url(h) for h in v),
                  "a list of absolute http(s) hub URLs")
     enclosures = EnclosureConfig(

@@ -103,7 +103,7 @@ def _list(connection: Any, location: S3Location, config: Config) -> dict[str, St
                     logger.warning("%s%s: a key that cannot be a file name (empty, '.' or '..' parts); skipped",
                                    location, name)
                     continue
-                if selecting and not store._selected(name, config.include, config.exclude):
+                if selecting and not store.selected(name, config.include, config.exclude):
                     continue
                 listed[name] = (item["ETag"], item["Size"], _nanoseconds(item["LastModified"]))
     except s3_errors() as exc:

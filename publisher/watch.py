@@ -125,7 +125,8 @@ class _Target:
 
 
 def _target(config: Config) -> _Target:
-    return _Target(config.store, ChangeFilter(config.store, (config.output, config.state), config.include,
+    skipped = tuple(folder for folder in (config.output, config.state) if isinstance(folder, Path))  # not a bucket
+    return _Target(config.store, ChangeFilter(config.store, skipped, config.include,
                                               config.exclude), config.watch.debounce, config.watch.max_delay,
                    config.state)
 
