@@ -149,9 +149,9 @@ def test_a_changed_feed_is_uploaded_feeds_first_and_a_removed_topic_deleted_but_
     mark = s3_server.mark()
     result = run_cli("build", "-c", config)
     assert result.returncode == 0, result.stderr
-    assert "3 deleted" in result.stdout
+    assert "4 deleted" in result.stdout  # its three feeds and its page
     found = objects(client, bucket)
-    assert not any(name.startswith("topics/robots.") and name.endswith((".atom", ".rss", ".json"))
+    assert not any(name.startswith("topics/robots.") and name.endswith((".atom", ".rss", ".json", ".html"))
                    for name in found)
     assert found["topics/robots.atom.bak"]["body"] == b"someone else's"
     assert found["robots.txt"]["body"] == b"User-agent: *\n"
@@ -175,13 +175,13 @@ def test_more_deletions_than_max_deletes_stop_the_build_and_delete_nothing(tmp_p
     result = run_cli("build", "-q", "-c", config)
     assert result.returncode == 2
     assert error_lines(result) == [line for line in error_lines(result) if line.startswith("Error:")]
-    assert "would delete 6 objects, more than s3.max_deletes (5)" in result.stderr
+    assert "would delete 8 objects, more than s3.max_deletes (5)" in result.stderr  # 2 topics, 4 objects each
     assert writes(s3_server, mark, bucket) == []
     assert objects(s3_server.client(), bucket) == before
 
-    config = bucket_config(tmp_path / "remote", s3_server, bucket, s3={"max_deletes": 6})
+    config = bucket_config(tmp_path / "remote", s3_server, bucket, s3={"max_deletes": 8})
     result = run_cli("build", "-c", config)
-    assert result.returncode == 0 and "6 deleted" in result.stdout
+    assert result.returncode == 0 and "8 deleted" in result.stdout
 
 
 def plant_lease(client, bucket: str, **holder) -> None:
