@@ -48,7 +48,7 @@ FORMAT = 2
 MAGIC = b"publisher state\n"
 # Modules whose code decides what a file yields or what selection makes of it: a change to any of them
 # invalidates every cache, even without a new version number.
-CODE = ("store", "articles", "urls", "xmltext", "reading", "catalog", "scan_cache", "selection")
+CODE = ("store", "simple_yaml", "articles", "urls", "xmltext", "reading", "catalog", "scan_cache", "selection")
 
 
 def folder(state: Path, store: Path) -> Path:

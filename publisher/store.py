@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from frontmatter.default_handlers import YAMLHandler
 
+from publisher import simple_yaml
 from publisher.errors import ArticleError, StoreError
 
 logger = logging.getLogger(__name__)
@@ -235,7 +236,11 @@ def read(store: Path, relative: str) -> Document | None:
     except ValueError:
         raise ArticleError(relative, "front matter", "no closing '---' line") from None
     try:
-        metadata = handler.load(front, Loader=yaml_loader())
+        # The plain block YAML of nearly all front matter, read quickly with PyYAML's exact results; anything
+        # else (or anything doubtful) is PyYAML's to parse.
+        metadata = simple_yaml.load(front, yaml_loader())
+        if metadata is None:
+            metadata = handler.load(front, Loader=yaml_loader())
     except yaml.YAMLError as exc:
         raise ArticleError(relative, "front matter", f"YAML does not parse: {_yaml_problem(exc)}") from None
     except (ValueError, OverflowError) as exc:  # a value that looks like a date but is none: 2020-02-30
