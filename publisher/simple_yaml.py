@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 _STR = "tag:yaml.org,2002:str"
+Loader = type[yaml.SafeLoader] | type[yaml.CSafeLoader]
 # A key: plain, starting with a letter or underscore; what front matter uses.
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*):(?: +|$)")
 # Characters that cannot start a plain scalar, or that make it something else (YAML 1.1, 9.1.3).
@@ -40,7 +41,7 @@ class _Unsure(Exception):
     """The text leaves the subset: PyYAML decides."""
 
 
-def load(text: str, loader: type[yaml.SafeLoader]) -> Any:
+def load(text: str, loader: Loader) -> Any:
     """The value PyYAML's `loader` gives for `text`, or None when `text` is outside the subset (then ask
     PyYAML; an empty front matter is also None, as it is for PyYAML)."""
     if "\t" in text or "\r" in text or "\ufeff" in text or _NON_PRINTABLE.search(text):
@@ -61,11 +62,11 @@ def load(text: str, loader: type[yaml.SafeLoader]) -> Any:
 
 
 class _Reader:
-    def __init__(self, rows: list[tuple[int, str]], loader: type[yaml.SafeLoader]) -> None:
+    def __init__(self, rows: list[tuple[int, str]], loader: Loader) -> None:
         self.rows = rows
         self.at = 0
         self.resolvers = loader.yaml_implicit_resolvers
-        self.constructor, self.resolved_first = _loader_facts(loader)
+        self.constructor, self.resolved_first = _loader_facts(loader)  # type: ignore[arg-type]  # hashable
 
     def block(self, indent: int) -> Any:
         """The mapping or list that starts at the current row, indented `indent`."""
@@ -190,8 +191,8 @@ def _double_quoted(text: str) -> str:
     return _ESCAPE.sub(unescape, inner)
 
 
-@functools.cache  # type: ignore[arg-type]  # classes are hashable
-def _loader_facts(loader: type[yaml.SafeLoader]) -> tuple[yaml.SafeLoader, frozenset[str] | _Every]:
+@functools.cache
+def _loader_facts(loader: Loader) -> tuple[yaml.SafeLoader | yaml.CSafeLoader, frozenset[str] | _Every]:
     """A loader object, for its scalar constructors only (they read nothing but the node given), and the
     first characters that some implicit resolver of the loader looks at (bool, int, float, null, timestamp
     ...): a plain scalar starting with any other character is a string."""
