@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 _STR = "tag:yaml.org,2002:str"
-Loader = type[yaml.SafeLoader] | type[yaml.CSafeLoader]
+if TYPE_CHECKING:  # CSafeLoader exists only where PyYAML was built with libyaml
+    Loader = type[yaml.SafeLoader] | type[yaml.CSafeLoader]
 # A key: plain, starting with a letter or underscore; what front matter uses.
 _KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*):(?: +|$)")
 # Characters that cannot start a plain scalar, or that make it something else (YAML 1.1, 9.1.3).
