@@ -1,10 +1,13 @@
 """Preview server: `publisher serve` answers HTTP over the output folder the way deploy/nginx.conf does, so
-that feeds can be tried out in a browser or a feed reader before a real web server is set up.
+that feeds and pages can be tried out in a browser or a feed reader before a real web server is set up.
 
-Like nginx it sends each feed's own Content-Type with charset=utf-8, a strong ETag built from the file's
-modification time and size, Last-Modified, 304 answers to If-None-Match and If-Modified-Since (RFC 9110
-13.1), and the precompressed `.gz` copy to a client that accepts gzip (as `gzip_static on`). It is
-for trying things out, bound to loopback by default: use nginx, or any static server, in production.
+It is the standard library's SimpleHTTPRequestHandler (as Pelican's preview server is) with what the nginx
+configuration adds: each feed's own Content-Type with charset=utf-8, a strong ETag built from the file's
+modification time and size (nginx's form), 304 answers to If-None-Match and If-Modified-Since (RFC 9110
+13.1), the precompressed `.gz` copy to a client that accepts gzip (as `gzip_static on`, with Vary), CORS on
+the feeds and the OPML list with an OPTIONS preflight, Cache-Control from the build schedule, nosniff
+everywhere, and the WebSub Link header. It is for trying things out, bound to loopback by default: use nginx,
+or any static server, in production.
 """
 
 from __future__ import annotations
@@ -16,18 +19,21 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from publisher.config import Config
+from publisher.config import DEFAULTS, Config, ScheduleConfig, parse_duration
 from publisher.errors import ServeError
-from publisher.pages import INDEX, OPML_MEDIA_TYPE
+from publisher.pages import INDEX, OPML_MEDIA_TYPE, PAGE_EXTENSION
 from publisher.precompress import SUFFIX as GZIP_SUFFIX
 from publisher.render import FORMATS
+from publisher.schedule import cron_trigger
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +42,34 @@ DEFAULT_PORT = 8000
 # The types nginx is told to send in deploy/nginx.conf; anything else goes by the standard table.
 CONTENT_TYPES = {
     **{fmt.extension: fmt.media_type for fmt in FORMATS.values()},
-    ".html": "text/html",
+    PAGE_EXTENSION: "text/html",
     ".opml": OPML_MEDIA_TYPE,
 }
-# Previews must show a rebuild at once: the browser may cache, but revalidates every time (cheap: 304).
-CACHE_CONTROL = "no-cache"
 FEED_EXTENSIONS = frozenset(fmt.extension for fmt in FORMATS.values())
+# What a script on another site may read: the feeds and the OPML list, with their validators, so that it can
+# poll with If-None-Match (the preflight allows the conditional request headers).
+CORS_SUFFIXES = FEED_EXTENSIONS | {".opml"}
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag, Last-Modified"}
+PREFLIGHT_HEADERS = {
+    **CORS_HEADERS,
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "If-None-Match, If-Modified-Since",
+    "Access-Control-Max-Age": "86400",
+    "Content-Length": "0",
+}
+STALE_WHILE_REVALIDATE = 86400  # a day
+DEFAULT_MAX_AGE = int(parse_duration(DEFAULTS["schedule"]["every"]) or 900)
 
 
 class PreviewServer(ThreadingHTTPServer):
     daemon_threads = True  # a slow client never keeps the process from stopping
 
-    def __init__(self, address: tuple[str, int], root: Path, base_url: str, hubs: tuple[str, ...]) -> None:
+    def __init__(self, address: tuple[str, int], root: Path, base_url: str, hubs: tuple[str, ...],
+                 max_age: int) -> None:
         self.root = root
         self.base_url = base_url
         self.hubs = hubs
+        self.file_headers = FileHeaders(max_age)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET  # before binding
         super().__init__(address, _Handler)
 
@@ -61,12 +80,12 @@ class PreviewServer(ThreadingHTTPServer):
 
 
 def make_server(root: Path, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, base_url: str = "",
-                hubs: tuple[str, ...] = ()) -> PreviewServer:
+                hubs: tuple[str, ...] = (), max_age: int = DEFAULT_MAX_AGE) -> PreviewServer:
     """A bound server over `root` (port 0 picks a free port). Raises ServeError when it cannot listen."""
     if not root.is_dir():
         raise ServeError(f"{root}: output folder not found; run `publisher build` first")
     try:
-        return PreviewServer((host, port), root.resolve(), base_url, hubs)
+        return PreviewServer((host, port), root.resolve(), base_url, hubs, max_age)
     except OSError as exc:
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
@@ -77,7 +96,8 @@ def serve(config: Config, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
     if not isinstance(config.output, Path):
         raise ServeError(f"output: {config.output} is a bucket: serve it with its CDN or the storage's own "
                          "website endpoint; `publisher serve` previews a local output folder")
-    server = make_server(config.output, host, port, config.site.base_url, config.websub.hubs)
+    server = make_server(config.output, host, port, config.site.base_url, config.websub.hubs,
+                         cache_max_age(config.schedule))
     with server:
         restore = _stop_on_signals(server)
         try:
@@ -107,65 +127,97 @@ def _stop_on_signals(server: PreviewServer) -> Callable[[], None]:
     return restore
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(SimpleHTTPRequestHandler):
+    """The standard library's static file handler (path translation, the redirect of a folder to its URL
+    with "/", copying, errors), with what nginx does on top: the precompressed copy, ETag and
+    If-None-Match, the headers of deploy/nginx.conf, and 404 for dotfiles, folder listings and anything
+    outside the folder."""
+
     server: PreviewServer
     server_version = "publisher-serve"
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:
-        self._answer(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._answer(send_body=False)
+    def __init__(self, request: socket.socket, client_address: tuple[str, int], server: PreviewServer) -> None:
+        super().__init__(request, client_address, server, directory=str(server.root))
 
     def log_message(self, format: str, *args: object) -> None:
         logger.info("%s %s", self.address_string(), format % args)
 
-    def _answer(self, send_body: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
-        target = self._resolve(path)
-        if target is None:
-            self._error(HTTPStatus.NOT_FOUND)
+    def end_headers(self) -> None:
+        self.send_header("X-Content-Type-Options", "nosniff")  # every answer, errors included
+        super().end_headers()
+
+    def do_OPTIONS(self) -> None:
+        """A CORS preflight for a feed or the OPML list (as nginx answers it); nothing else takes OPTIONS."""
+        if Path(urlsplit(self.path).path).suffix not in CORS_SUFFIXES:
+            self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+            self._headers({"Allow": "GET, HEAD", "Content-Length": "0"})
             return
-        if target.is_dir():
-            if not path.endswith("/"):
-                self._redirect(f"{path}/")
-                return
-            target = target / INDEX
-        gzipped = target.with_name(target.name + GZIP_SUFFIX)
-        has_gzip = target.suffix != GZIP_SUFFIX and gzipped.is_file()
-        chosen = gzipped if has_gzip and _accepts_gzip(self.headers.get("Accept-Encoding", "")) else target
+        self.send_response(HTTPStatus.NO_CONTENT)
+        self._headers({**PREFLIGHT_HEADERS, "Cache-Control": self.server.file_headers.feed_cache_control})
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        self.send_error(HTTPStatus.NOT_FOUND)  # no listing of folders, as nginx without autoindex
+        return None
+
+    def guess_type(self, path: str | os.PathLike[str]) -> str:
+        return content_type(Path(path))
+
+    def send_head(self) -> BinaryIO | None:
+        """Answer the headers of a GET or HEAD; the open file to copy when a body follows."""
+        url_path = unquote(urlsplit(self.path).path)
+        if "\0" in url_path or any(part.startswith(".") for part in url_path.split("/")):
+            self.send_error(HTTPStatus.NOT_FOUND)  # dotfiles include the writer's temporary files
+            return None
+        path = Path(self.translate_path(self.path))
+        if path.is_dir():
+            if not url_path.endswith("/"):
+                return super().send_head()  # 301 to the folder's URL with "/"
+            path = path / INDEX
+        target = self._inside(path)
+        if target is None:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return None
+        chosen = self._variant(target)
         try:
             stream = chosen.open("rb")
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            self._error(HTTPStatus.NOT_FOUND)
-            return
-        with stream:
-            self._send_file(stream, target, chosen is gzipped, has_gzip, send_body)
-
-    def _resolve(self, path: str) -> Path | None:
-        """The file or folder below the root for a URL path; None for anything outside it or hidden
-        (dotfiles include the writer's temporary files)."""
-        parts = [part for part in path.split("/") if part]
-        if "\0" in path or any(part.startswith(".") for part in parts):
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND)
             return None
-        candidate = self.server.root.joinpath(*parts)
         try:
-            resolved = candidate.resolve(strict=True)
-        except (FileNotFoundError, NotADirectoryError, RuntimeError, OSError):
+            return self._send_file_head(stream, target, gzipped=chosen != target)
+        except BaseException:
+            stream.close()
+            raise
+
+    def _inside(self, path: Path) -> Path | None:
+        """The file at `path` when it is one, below the root once links are followed; else None."""
+        try:
+            resolved = path.resolve(strict=True)
+        except (OSError, RuntimeError):
             return None
-        if resolved != self.server.root and self.server.root not in resolved.parents:
+        root = self.server.root
+        if root not in resolved.parents or not resolved.is_file():
             return None
         return resolved
 
-    def _send_file(self, stream: BinaryIO, target: Path, gzipped: bool, has_gzip: bool, send_body: bool) -> None:
+    def _variant(self, target: Path) -> Path:
+        """The precompressed copy for a client that accepts gzip, when there is one and it is the copy of
+        this very file (the writer gives a copy its file's modification time; a file changed by hand keeps
+        its stale copy from being served)."""
+        if target.suffix == GZIP_SUFFIX or not _accepts_gzip(self.headers.get("Accept-Encoding", "")):
+            return target
+        copy = target.with_name(target.name + GZIP_SUFFIX)
+        return copy if _same_mtime(copy, target) else target
+
+    def _send_file_head(self, stream: BinaryIO, target: Path, gzipped: bool) -> BinaryIO | None:
         # fstat the open file: a rebuild may replace the path meanwhile, the open file stays consistent.
         stat = os.fstat(stream.fileno())
         etag = f'"{int(stat.st_mtime):x}-{stat.st_size:x}"'  # nginx's form
-        last_modified = formatdate(int(stat.st_mtime), usegmt=True)
-        headers = {"ETag": etag, "Last-Modified": last_modified, "Cache-Control": CACHE_CONTROL}
-        if has_gzip:
-            headers["Vary"] = "Accept-Encoding"
+        headers = {"ETag": etag, "Last-Modified": formatdate(int(stat.st_mtime), usegmt=True),
+                   **self.server.file_headers.for_file(target)}
+        if target.suffix != GZIP_SUFFIX and target.with_name(target.name + GZIP_SUFFIX).is_file():
+            headers["Vary"] = "Accept-Encoding"  # as gzip_vary: the answer depends on it
         link = self._link_header(target)
         if link:
             headers["Link"] = link
@@ -173,15 +225,15 @@ class _Handler(BaseHTTPRequestHandler):
                          etag, int(stat.st_mtime)):
             self.send_response(HTTPStatus.NOT_MODIFIED)
             self._headers(headers)
-            return
+            stream.close()
+            return None
         self.send_response(HTTPStatus.OK)
-        headers["Content-Type"] = content_type(target)
+        headers["Content-Type"] = self.guess_type(target)
         headers["Content-Length"] = str(stat.st_size)
         if gzipped:
             headers["Content-Encoding"] = "gzip"
         self._headers(headers)
-        if send_body:
-            self.wfile.write(stream.read())
+        return stream
 
     def _link_header(self, target: Path) -> str | None:
         """WebSub discovery in HTTP (W3C WebSub 4): the hubs and the feed's own URL, as in the feed."""
@@ -196,16 +248,35 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
 
-    def _redirect(self, location: str) -> None:
-        self.send_response(HTTPStatus.MOVED_PERMANENTLY)
-        self._headers({"Location": location, "Content-Length": "0"})
 
-    def _error(self, status: HTTPStatus) -> None:
-        body = f"{status.value} {status.phrase}\n".encode()
-        self.send_response(status)
-        self._headers({"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))})
-        if self.command != "HEAD":
-            self.wfile.write(body)
+@dataclass(frozen=True)
+class FileHeaders:
+    """The headers deploy/nginx.conf adds, by kind of file. `max_age` is the build interval: a reader
+    polling more often gets nothing new; after it, a cache may serve the old feed for a day while it
+    revalidates in the background (RFC 5861)."""
+
+    max_age: int
+
+    @property
+    def feed_cache_control(self) -> str:
+        return f"public, max-age={self.max_age}, stale-while-revalidate={STALE_WHILE_REVALIDATE}"
+
+    def for_file(self, target: Path) -> dict[str, str]:
+        if target.suffix in CORS_SUFFIXES:
+            return {"Cache-Control": self.feed_cache_control, **CORS_HEADERS}
+        if target.suffix == PAGE_EXTENSION:
+            return {"Cache-Control": f"public, max-age={self.max_age}"}
+        return {}
+
+
+def cache_max_age(schedule: ScheduleConfig) -> int:
+    """Seconds between two builds: `schedule.every`, or for a cron line the time between its next two runs."""
+    if schedule.every is not None:
+        return max(1, int(schedule.every))
+    trigger = cron_trigger(schedule.cron or "", schedule.timezone)
+    first = trigger.get_next_fire_time(None, datetime.now(UTC))
+    second = trigger.get_next_fire_time(first, first + timedelta(seconds=1)) if first else None
+    return max(1, int((second - first).total_seconds())) if first and second else DEFAULT_MAX_AGE
 
 
 def content_type(path: Path) -> str:
@@ -231,6 +302,13 @@ def _accepts_gzip(header: str) -> bool:
                 return False
         return True
     return False
+
+
+def _same_mtime(copy: Path, original: Path) -> bool:
+    try:
+        return copy.stat().st_mtime_ns == original.stat().st_mtime_ns
+    except OSError:
+        return False
 
 
 def _not_modified(if_none_match: str | None, if_modified_since: str | None, etag: str, mtime: int) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from publisher.errors import WriteError
+from publisher.precompress import SUFFIX as GZIP_SUFFIX
 from publisher.wording import by_cause, plural
 
 logger = logging.getLogger(__name__)
@@ -74,10 +75,13 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
             continue
         target = inside(output, relative)
         try:
+            mtime_ns = _original_mtime(output, relative, present)
             if _same_bytes(target, files[relative]):
+                if mtime_ns is not None and target.stat().st_mtime_ns != mtime_ns:
+                    os.utime(target, ns=(mtime_ns, mtime_ns))  # a copy left by an older version, say
                 result.unchanged.append(relative)
                 continue
-            write_atomic(target, files[relative], sync_folder=False)
+            write_atomic(target, files[relative], sync_folder=False, mtime_ns=mtime_ns)
             folders.add(target.parent)
         except OSError as exc:
             cause = exc.strerror or str(exc)
@@ -106,9 +110,23 @@ def inside(output: Path, relative: str) -> Path:
     return output.joinpath(*parts)
 
 
-def write_atomic(path: Path, data: bytes, sync_folder: bool = True) -> None:
+def _original_mtime(output: Path, relative: str, present: set[str]) -> int | None:
+    """For a gzip copy (`all.atom.gz`) of a file also written (`all.atom`, which sorts, and so is written,
+    first): that file's modification time, which the copy takes. A server then sees at once whether a copy
+    belongs to its file (`publisher serve` checks; nginx's gzip_static does not, but the two never differ),
+    and a URL never answers with two bodies of different ages."""
+    if not relative.endswith(GZIP_SUFFIX) or relative.removesuffix(GZIP_SUFFIX) not in present:
+        return None
+    try:
+        return inside(output, relative.removesuffix(GZIP_SUFFIX)).stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path: Path, data: bytes, sync_folder: bool = True, mtime_ns: int | None = None) -> None:
     """Write `data` to a temporary file beside `path`, fsync it and rename it over `path`, then fsync the
-    folder (unless `sync_folder` is false: a caller writing many files there syncs the folder once)."""
+    folder (unless `sync_folder` is false: a caller writing many files there syncs the folder once). With
+    `mtime_ns`, the file has that modification time from the moment it appears."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
@@ -117,6 +135,8 @@ def write_atomic(path: Path, data: bytes, sync_folder: bool = True) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, FILE_MODE)
+        if mtime_ns is not None:
+            os.utime(temporary, ns=(mtime_ns, mtime_ns))
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from publisher.serve import make_server
+from publisher.config import DEFAULTS, ScheduleConfig, parse_duration
+from publisher.serve import cache_max_age, make_server
 from tests.conftest import REPO, SITE, cli_env, run_cli, write_article, write_config
 
 NGINX_CONF = REPO / "deploy" / "nginx.conf"
@@ -46,7 +47,6 @@ class Server:
     name: str
     host: str
     port: int
-    cache_control: str  # what this server says about caching
 
     def get(self, path: str, method: str = "GET", **headers: str) -> Response:
         """A request with exactly these headers (http.client adds Accept-Encoding: identity unless given)."""
@@ -221,11 +221,9 @@ def stop(process: subprocess.Popen) -> int:
 def server(request: pytest.FixtureRequest, site: Path, hub: str) -> Iterator[Server]:
     if request.param == "nginx":
         process, port = start_nginx(site / "nginx", site / "out", hub)
-        cache_control = "max-age=900"  # `expires 15m`, the default schedule.every
     else:
         process, port = start_serve(site)
-        cache_control = "no-cache"  # a preview revalidates every time
-    yield Server(request.param, "127.0.0.1", port, cache_control)
+    yield Server(request.param, "127.0.0.1", port)
     code = stop(process)
     if request.param == "publisher serve":
         assert code == 0, (site / "serve.log").read_text()
@@ -233,6 +231,25 @@ def server(request: pytest.FixtureRequest, site: Path, hub: str) -> Iterator[Ser
 
 def validators(response: Response) -> tuple[str, str]:
     return response.headers["ETag"], response.headers["Last-Modified"]
+
+
+# What both servers send, by kind of file: max-age is the default schedule.every (15m).
+FEED_CACHE = "public, max-age=900, stale-while-revalidate=86400"
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "ETag, Last-Modified"}
+
+
+def check_policy_headers(response: Response, path: str) -> None:
+    """Cache-Control, CORS and nosniff as the file's kind asks (feeds and the OPML list, pages)."""
+    headers, suffix = response.headers, Path(path).suffix
+    assert headers["X-Content-Type-Options"] == "nosniff", path
+    if suffix in (".atom", ".rss", ".json", ".opml"):
+        assert headers["Cache-Control"] == FEED_CACHE, path
+        assert {name: headers[name] for name in CORS} == CORS, path
+    else:
+        assert suffix == ".html", path
+        assert headers["Cache-Control"] == "public, max-age=900", path
+        assert all(name not in headers for name in CORS), path
+    assert headers.get("Expires") is None and len(headers.get_all("Cache-Control")) == 1, path
 
 
 def test_feeds_index_and_opml_are_served_with_types_validators_and_gzip(site, server, hub):
@@ -247,17 +264,24 @@ def test_feeds_index_and_opml_are_served_with_types_validators_and_gzip(site, se
         assert plain.status == 200, (server.name, path)
         assert plain.headers["Content-Type"] == f"{TYPES[Path(path).suffix]}; charset=utf-8", path
         assert plain.body == data and plain.headers.get("Content-Encoding") is None
-        assert server.cache_control in plain.headers["Cache-Control"]
+        check_policy_headers(plain, path)
+        assert "Accept-Encoding" in plain.headers["Vary"], path  # a .gz copy exists for every file here
         etag, last_modified = first[path] = validators(plain)
         assert etag and last_modified
+        # The copy has its file's modification time, so both answers are dated alike.
+        assert (out / f"{path.lstrip('/')}.gz").stat().st_mtime_ns == (out / path.lstrip("/")).stat().st_mtime_ns
 
-        assert server.get(path, If_None_Match=etag).status == 304
+        not_modified = server.get(path, If_None_Match=etag)
+        assert not_modified.status == 304
+        check_policy_headers(not_modified, path)
         assert server.get(path, If_Modified_Since=last_modified).status == 304
         assert server.get(path, If_None_Match='"other"').status == 200
 
         packed = server.get(path, Accept_Encoding="gzip, deflate")
         assert packed.status == 200 and packed.headers["Content-Encoding"] == "gzip", path
         assert packed.headers["Content-Type"] == plain.headers["Content-Type"]
+        assert packed.headers["Last-Modified"] == last_modified, path
+        check_policy_headers(packed, path)
         assert "Accept-Encoding" in packed.headers["Vary"]
         assert packed.body == (out / f"{path.lstrip('/')}.gz").read_bytes()
         assert gzip.decompress(packed.body) == data
@@ -272,9 +296,12 @@ def test_feeds_index_and_opml_are_served_with_types_validators_and_gzip(site, se
     index = server.get("/")
     assert index.status == 200 and index.body == (out / "index.html").read_bytes()
     assert index.headers["Content-Type"] == "text/html; charset=utf-8"
+    check_policy_headers(index, "/index.html")
     (out / ".all.atom.x1y2.publisher-tmp").write_bytes(b"half a feed")  # left by a killed build
-    assert server.get("/.all.atom.x1y2.publisher-tmp").status == 404
-    assert server.get("/no-such-feed.atom").status == 404
+    hidden = server.get("/.all.atom.x1y2.publisher-tmp")
+    assert hidden.status == 404 and hidden.headers["X-Content-Type-Options"] == "nosniff"
+    missing = server.get("/no-such-feed.atom")
+    assert missing.status == 404 and missing.headers["X-Content-Type-Options"] == "nosniff"
 
     rebuild(site)  # nothing changed: nothing rewritten, so the validators stay
     for path in paths:
@@ -293,6 +320,33 @@ def test_feeds_index_and_opml_are_served_with_types_validators_and_gzip(site, se
         assert packed.status == 200 and gzip.decompress(packed.body) == fresh.body
     assert b"https://news.example.com/c" in server.get("/all.atom").body
     assert validators(server.get("/topics/robots.atom")) == first["/topics/robots.atom"]
+
+
+def test_feeds_answer_a_cors_preflight(site, server):
+    for path in ("/all.json", "/topics/ai.atom", "/all.rss", "/feeds.opml"):
+        answer = server.get(path, method="OPTIONS", Origin="https://reader.example.net",
+                            Access_Control_Request_Method="GET",
+                            Access_Control_Request_Headers="if-none-match")
+        assert answer.status == 204, (server.name, path)
+        assert answer.body == b""
+        headers = answer.headers
+        assert headers["Access-Control-Allow-Origin"] == "*"
+        assert "GET" in headers["Access-Control-Allow-Methods"].replace(" ", "").split(",")
+        assert "if-none-match" in headers["Access-Control-Allow-Headers"].lower()
+        assert int(headers["Access-Control-Max-Age"]) > 0
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    refused = server.get("/index.html", method="OPTIONS", Origin="https://reader.example.net",
+                         Access_Control_Request_Method="GET")
+    assert refused.status == 405 and "Access-Control-Allow-Origin" not in refused.headers
+    # A plain GET carries no preflight headers.
+    assert "Access-Control-Allow-Methods" not in server.get("/all.json").headers
+
+
+def test_nginx_conf_max_age_is_the_default_schedule():
+    """deploy/nginx.conf is a template: its max-age must match the default `schedule.every`."""
+    every = int(parse_duration(DEFAULTS["schedule"]["every"]))
+    text = NGINX_CONF.read_text(encoding="utf-8")
+    assert set(re.findall(r"max-age=(\d+)", text)) == {str(every)}
 
 
 def test_hubs_from_config_reach_every_feed(site, hub):
@@ -314,7 +368,7 @@ def preview(site: Path) -> Iterator[Server]:
     server = make_server(site / "out", "127.0.0.1", 0, BASE_URL, ())
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield Server("preview", "127.0.0.1", server.server_address[1], "no-cache")
+    yield Server("preview", "127.0.0.1", server.server_address[1])
     server.shutdown()
     server.server_close()
 
@@ -349,6 +403,39 @@ def test_preview_content_negotiation_details(site, preview):
     assert preview.get("/all.json", If_Modified_Since="not a date").status == 200
     (site / "out" / "notes.txt").write_text("mine")
     assert preview.get("/notes.txt").headers["Content-Type"] == "text/plain; charset=utf-8"
+
+
+def test_preview_never_serves_a_copy_older_than_its_file(site, preview):
+    """A file changed by hand (or by anything but the publisher) no longer has its copy's modification time:
+    the stale copy is left alone and everyone gets the file."""
+    feed = site / "out" / "all.json"
+    feed.write_bytes(feed.read_bytes().replace(b"Feeds for tests.", b"Edited by hand."))
+    answer = preview.get("/all.json", Accept_Encoding="gzip")
+    assert answer.headers.get("Content-Encoding") is None and b"Edited by hand." in answer.body
+    assert "Accept-Encoding" in answer.headers["Vary"]
+
+
+@pytest.mark.parametrize(("schedule", "seconds"), [
+    (ScheduleConfig(every=900.0, cron=None, timezone="UTC", misfire_grace=300.0), 900),
+    (ScheduleConfig(every=3600.0, cron=None, timezone="UTC", misfire_grace=300.0), 3600),
+    (ScheduleConfig(every=None, cron="0 */2 * * *", timezone="UTC", misfire_grace=300.0), 7200),
+    (ScheduleConfig(every=None, cron="*/5 * * * *", timezone="Europe/Paris", misfire_grace=300.0), 300),
+])
+def test_serve_max_age_follows_the_schedule(schedule, seconds):
+    assert cache_max_age(schedule) == seconds
+
+
+def test_serve_reads_max_age_from_the_config(site):
+    config = site / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8") + "schedule:\n  every: 1h\n", encoding="utf-8")
+    process, port = start_serve(site)
+    try:
+        answer = Server("publisher serve", "127.0.0.1", port).get("/all.atom")
+        assert answer.headers["Cache-Control"] == "public, max-age=3600, stale-while-revalidate=86400"
+        page = Server("publisher serve", "127.0.0.1", port).get("/topics/ai.html")
+        assert page.headers["Cache-Control"] == "public, max-age=3600"
+    finally:
+        assert stop(process) == 0
 
 
 def test_serve_without_output_folder_says_build_first(tmp_path):
