@@ -20,7 +20,6 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -28,12 +27,12 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from publisher.config import DEFAULTS, Config, ScheduleConfig, parse_duration
+from publisher.config import DEFAULTS, STALE_WHILE_REVALIDATE, Config, ScheduleConfig, parse_duration
 from publisher.errors import ServeError
 from publisher.pages import INDEX, OPML_MEDIA_TYPE, PAGE_EXTENSION
 from publisher.precompress import SUFFIX as GZIP_SUFFIX
 from publisher.render import FORMATS
-from publisher.schedule import cron_trigger
+from publisher.schedule import interval_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +56,6 @@ PREFLIGHT_HEADERS = {
     "Access-Control-Max-Age": "86400",
     "Content-Length": "0",
 }
-STALE_WHILE_REVALIDATE = 86400  # a day
 DEFAULT_MAX_AGE = int(parse_duration(DEFAULTS["schedule"]["every"]) or 900)
 
 
@@ -270,13 +268,8 @@ class FileHeaders:
 
 
 def cache_max_age(schedule: ScheduleConfig) -> int:
-    """Seconds between two builds: `schedule.every`, or for a cron line the time between its next two runs."""
-    if schedule.every is not None:
-        return max(1, int(schedule.every))
-    trigger = cron_trigger(schedule.cron or "", schedule.timezone)
-    first = trigger.get_next_fire_time(None, datetime.now(UTC))
-    second = trigger.get_next_fire_time(first, first + timedelta(seconds=1)) if first else None
-    return max(1, int((second - first).total_seconds())) if first and second else DEFAULT_MAX_AGE
+    """Seconds between two builds (`schedule.every`, or the shortest gap between runs of `schedule.cron`)."""
+    return max(1, round(interval_seconds(schedule)))
 
 
 def content_type(path: Path) -> str:
