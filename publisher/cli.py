@@ -206,3 +206,5 @@ def _setup_logging(verbose: bool, quiet: bool, log_format: str = "text") -> None
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose else logging.WARNING)
     # watchfiles logs each batch of file events at INFO: per-file detail, for -v only.
     logging.getLogger("watchfiles").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # urllib3 warns of each retry it makes (web.Retries); the publisher logs the outcome, one line per cause.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if verbose else logging.ERROR)

@@ -11,8 +11,9 @@ RSS 2.0 requires an enclosure's length in bytes and its MIME type; the store onl
   `enclosures.max_probes` URLs, never-seen ones first; a build with a warm cache makes no request at all.
 - Politeness: one requests.Session, a User-Agent naming the project, connect and read timeouts, a small
   thread pool (`enclosures.workers`) with at most `enclosures.per_host` requests to one host at a time,
-  http and https only, at most MAX_REDIRECTS redirects. A host that does not answer at all (refused, timed
-  out) is not asked again in the same build.
+  http and https only, at most MAX_REDIRECTS redirects (followed by requests). A 429 or 503 whose
+  Retry-After asks for a short pause is retried after it (urllib3's Retry, web.Retries). A host that does
+  not answer at all (refused, timed out) is not asked again in the same build.
 - A probe that fails (404, 500, timeout, garbage headers, a page that is not an image) never fails the
   build: the enclosure keeps what was known before, else its inferred type and length 0, and the failure is
   logged and counted.
@@ -34,15 +35,14 @@ from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import requests
-from requests.utils import requote_uri
 
 from publisher.articles import Article, Image
 from publisher.config import EnclosureConfig
 from publisher.selection import Feed
-from publisher.web import SCHEMES, describe_failure, new_session
+from publisher.web import Retries, describe_failure, new_session
 from publisher.writer import read_state_json, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 CACHE_NAME = "enclosures.json"
 CACHE_VERSION = 1
 MAX_REDIRECTS = 3
+PROBE_RETRIES = 2  # retries within a build, only when the server asks for a short pause (Retry-After)
+LONGEST_WAIT = 10.0  # seconds: a longer Retry-After is left to the back-off between builds
 RETRY_AFTER = 3600.0  # seconds before the first retry of a failed probe; doubles with each failure
 MAX_LENGTH = 10**12  # a larger "size" is garbage, not an image
 
@@ -286,7 +288,7 @@ def probe_urls(urls: Sequence[str], settings: EnclosureConfig, agent: str,
 
     answers: dict[str, Answer] = {}
     # Leaving the `with` shuts the pool down (waiting for its threads) before the session closes.
-    with new_session(agent, settings.workers) as session, \
+    with new_session(agent, settings.workers, _retries(), MAX_REDIRECTS) as session, \
             ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="probe") as pool:
         # Hosts taken in turn, so that the per-host gates rarely hold a worker idle.
         futures = {pool.submit(task, session, url): url for url in _alternate_hosts(urls)}
@@ -295,6 +297,14 @@ def probe_urls(urls: Sequence[str], settings: EnclosureConfig, agent: str,
             if answer is not None:
                 answers[futures[future]] = answer
     return {url: answers[url] for url in urls if url in answers}
+
+
+def _retries() -> Retries:
+    """Only an answer that names its own short pause (429 or 503 with a Retry-After of at most
+    LONGEST_WAIT seconds) is retried within the build; every other failure waits for the back-off between
+    builds (retry_after()), which a longer Retry-After falls to as well."""
+    return Retries(total=PROBE_RETRIES, connect=0, read=0, other=0, status=PROBE_RETRIES,
+                   allowed_methods={"HEAD", "GET"}, raise_on_status=False, longest_wait=LONGEST_WAIT)
 
 
 def probe_url(session: requests.Session, url: str, timeout: float) -> Answer:
@@ -332,19 +342,14 @@ def _probe(session: requests.Session, url: str, timeout: float) -> Answer:
 
 def _open(session: requests.Session, method: str, url: str, timeout: float,
           headers: Mapping[str, str] | None = None) -> requests.Response:
-    """The response to `method` on `url` after at most MAX_REDIRECTS redirects, each to an http(s) URL;
-    the body is not read (the caller closes the response)."""
-    for _ in range(MAX_REDIRECTS + 1):
-        if urlsplit(url).scheme not in SCHEMES:
-            raise _Refused(f"redirected to a URL that is not http(s): {url[:200]}")
-        response = session.request(method, url, headers={**_PROBE_HEADERS, **(headers or {})},
-                                   timeout=(timeout, timeout), stream=True, allow_redirects=False)
-        target = session.get_redirect_target(response)
-        if target is None:
-            return response
-        response.close()
-        url = requote_uri(urljoin(response.url, target))
-    raise _Refused(f"more than {MAX_REDIRECTS} redirects")
+    """The response to `method` on `url`, after the redirects requests follows (at most MAX_REDIRECTS, each
+    to an http(s) URL: the session has no adapter for another scheme); the body is not read (the caller
+    closes the response)."""
+    try:
+        return session.request(method, url, headers={**_PROBE_HEADERS, **(headers or {})},
+                               timeout=(timeout, timeout), stream=True, allow_redirects=True)
+    except requests.TooManyRedirects:
+        raise _Refused(f"more than {MAX_REDIRECTS} redirects") from None
 
 
 def _answer(response: requests.Response, length: int) -> Answer:

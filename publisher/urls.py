@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
+import idna
+
 # RFC 3986 reserved and unreserved characters, plus "%" so existing escapes survive. Anything else (a space,
 # a non-ASCII letter) is percent-encoded as UTF-8.
 _SAFE = "!#$%&'()*+,/:;=?@[]~-._"
@@ -53,14 +55,26 @@ def _encoded(text: str) -> str:
     if not host or any(c in host for c in " <>\"{}|\\^`"):
         raise InvalidURL(f"no valid host in {text!r}")
     try:
-        ascii_host = f"[{host}]" if ":" in host else host.encode("idna").decode("ascii")
-    except UnicodeError:
+        ascii_host = f"[{host}]" if ":" in host else _ascii_host(host)
+    except UnicodeError:  # idna.IDNAError is one
         raise InvalidURL(f"no valid host in {text!r}") from None
     netloc = ascii_host if port is None else f"{ascii_host}:{port}"
     if parts.username is not None:
         raise InvalidURL(f"URL with credentials is not published: {text!r}")
     return urlunsplit((parts.scheme.lower(), netloc, quote(parts.path, safe=_SAFE),
                        quote(parts.query, safe=_SAFE), quote(parts.fragment, safe=_SAFE)))
+
+
+def _ascii_host(host: str) -> str:
+    """A host name as DNS knows it. Unicode names go through IDNA as browsers do today (UTS 46,
+    non-transitional: "faß.de" is xn--fa-hia.de, not fass.de), with the `idna` package rather than Python's
+    IDNA 2003 codec. ASCII names pass as they are: IDNA 2008 would refuse an underscore, which real host
+    names carry."""
+    if host.isascii():
+        if any(not 0 < len(label) < 64 for label in host.removesuffix(".").split(".")):
+            raise UnicodeError("an empty label, or one over 63 characters")  # as DNS (and IDNA) refuse
+        return host
+    return idna.encode(host, uts46=True, transitional=False).decode("ascii")
 
 
 def canonical(url: str) -> str:

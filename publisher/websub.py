@@ -5,7 +5,8 @@ public hub takes the form PubSubHubbub 0.4 defined: a form-encoded POST of `hub.
 `hub.url=<feed URL>`, answered with a 2xx (usually 202 or 204). One POST per feed URL and hub.
 
 Only feeds whose bytes changed in this build are announced (a no-op build pings nothing). A failed ping is
-retried in rounds with a growing pause; a hub that is down is logged and never fails the build.
+retried (urllib3's Retry, honouring the hub's Retry-After) with a growing pause; a hub that does not answer
+at all gets no more pings in the build; a hub that is down is logged and never fails the build.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import requests
 
 from publisher.render import FORMATS
-from publisher.web import describe_failure, new_session
+from publisher.web import Retries, describe_failure, new_session
 
 logger = logging.getLogger(__name__)
 
-RETRY_DELAYS = (1.0, 2.0)  # seconds to wait before each retry round: three attempts in all
+RETRY_DELAYS = (1.0, 2.0)  # seconds to wait before each retry of a ping: three attempts in all
+LONGEST_WAIT = 30.0  # a hub's Retry-After up to this is waited for; a longer one fails the ping
 TIMEOUT = 10.0  # connect and read timeout of one ping
-_RETRIABLE_STATUS = frozenset({408, 429})  # and every 5xx: the hub may take it a moment later
+_RETRIABLE_STATUS = frozenset({408, 429, *range(500, 600)})  # the hub may take it a moment later
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,7 @@ class Ping:
 @dataclass(frozen=True)
 class _Outcome:
     error: str | None
-    retriable: bool = False
-    hub_down: bool = False  # no answer at all: do not send this hub more pings in the same round
+    hub_down: bool = False  # no answer at all: send this hub no more pings in this build
 
 
 def changed_feed_urls(written: Iterable[str], base_url: str) -> list[str]:
@@ -55,61 +56,47 @@ def changed_feed_urls(written: Iterable[str], base_url: str) -> list[str]:
 
 
 def ping_hubs(hubs: Sequence[str], urls: Sequence[str], agent: str,
-              delays: Sequence[float] = RETRY_DELAYS, timeout: float = TIMEOUT,
+              delays: Sequence[float] | None = None, timeout: float = TIMEOUT,
               sleep: Callable[[float], None] = time.sleep) -> list[Ping]:
-    """Announce every URL in `urls` to every hub; one Ping per (hub, URL), ordered by hub then URL. Failed
-    pings are retried in rounds, after each pause in `delays`."""
+    """Announce every URL in `urls` to every hub; one Ping per (hub, URL), ordered by hub then URL. A failed
+    ping is retried by urllib3 (web.Retries) after each pause in `delays` (default RETRY_DELAYS), or after
+    what the hub's Retry-After asks; `sleep` does the waiting."""
     if not hubs or not urls:
         return []
-    pending = [(hub, url) for hub in dict.fromkeys(hubs) for url in dict.fromkeys(urls)]
-    tally = _Tally(attempts=dict.fromkeys(pending, 0))
-    with new_session(agent, 1) as session:
-        for pause in (0.0, *delays):
-            if not pending:
-                break
-            if pause:
-                logger.debug("WebSub: %d pings failed, retrying in %.0fs", len(pending), pause)
-                sleep(pause)
-            pending = _round(session, pending, timeout, tally)
-    pings = tally.pings()
+    delays = RETRY_DELAYS if delays is None else tuple(delays)
+    waits = _Waits(sleep)
+    tries = len(delays)
+    retries = Retries(total=tries, connect=tries, read=tries, status=tries, other=0, allowed_methods={"POST"},
+                      status_forcelist=_RETRIABLE_STATUS, raise_on_status=False, delays=delays,
+                      longest_wait=LONGEST_WAIT, pause=waits.pause)
+    pings: list[Ping] = []
+    down: dict[str, str] = {}  # hub -> why it did not answer
+    with new_session(agent, 1, retries) as session:
+        for hub in dict.fromkeys(hubs):
+            for url in dict.fromkeys(urls):
+                if hub in down:
+                    pings.append(Ping(hub, url, 0, f"not sent, the hub did not answer ({down[hub]})"))
+                    continue
+                waits.count = 0
+                outcome = _publish(session, hub, url, timeout)
+                pings.append(Ping(hub, url, 1 + waits.count, outcome.error))
+                if outcome.hub_down:
+                    down[hub] = outcome.error or "no answer"
     _log(pings)
     return pings
 
 
 @dataclass
-class _Tally:
-    attempts: dict[tuple[str, str], int]  # (hub, url) -> pings sent
-    errors: dict[tuple[str, str], str] = field(default_factory=dict)  # the last cause of a failure
-    taken: set[tuple[str, str]] = field(default_factory=set)
+class _Waits:
+    """The pauses before retries: urllib3 asks for one before each retry, so they also count the attempts."""
 
-    def pings(self) -> list[Ping]:
-        return [Ping(hub, url, count, None if (hub, url) in self.taken else self.errors[(hub, url)])
-                for (hub, url), count in self.attempts.items()]
+    sleep: Callable[[float], None]
+    count: int = 0
 
-
-def _round(session: requests.Session, pending: Sequence[tuple[str, str]], timeout: float,
-           tally: _Tally) -> list[tuple[str, str]]:
-    """Send each pending ping once; return those worth another try. A hub that does not answer at all
-    gets no more pings in this round."""
-    retry = []
-    down: dict[str, str] = {}  # hub -> why it did not answer
-    for pair in pending:
-        hub, url = pair
-        if hub in down:
-            tally.errors.setdefault(pair, f"not sent, the hub did not answer ({down[hub]})")
-            retry.append(pair)
-            continue
-        tally.attempts[pair] += 1
-        outcome = _publish(session, hub, url, timeout)
-        if outcome.error is None:
-            tally.taken.add(pair)
-            continue
-        tally.errors[pair] = outcome.error
-        if outcome.hub_down:
-            down[hub] = outcome.error
-        if outcome.retriable:
-            retry.append(pair)
-    return retry
+    def pause(self, seconds: float) -> None:
+        self.count += 1
+        logger.debug("WebSub: ping failed, retrying in %.1fs", seconds)
+        self.sleep(seconds)
 
 
 def _publish(session: requests.Session, hub: str, url: str, timeout: float) -> _Outcome:
@@ -120,7 +107,7 @@ def _publish(session: requests.Session, hub: str, url: str, timeout: float) -> _
             status = response.status_code
             reason = response.reason
     except (requests.ConnectionError, requests.Timeout) as exc:
-        return _Outcome(describe_failure(exc), retriable=True, hub_down=True)
+        return _Outcome(describe_failure(exc), hub_down=True)
     except requests.RequestException as exc:
         return _Outcome(describe_failure(exc))
     if 200 <= status < 300:
@@ -129,7 +116,7 @@ def _publish(session: requests.Session, hub: str, url: str, timeout: float) -> _
     if 300 <= status < 400:
         # A POST that is redirected is not re-sent: the configured hub URL should be the final one.
         return _Outcome(f"{error}: the hub redirects; configure its final URL in websub.hubs")
-    return _Outcome(error, retriable=status >= 500 or status in _RETRIABLE_STATUS)
+    return _Outcome(error)
 
 
 def _log(pings: Sequence[Ping]) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from publisher.articles import UNKNOWN_TYPE, guess_image_type, parse_datetime, read_article
 from publisher.store import Document
+from publisher.urls import InvalidURL, publishable
 
 BASE = "https://everyday-cc.github.io/ai/"
 
@@ -162,3 +163,18 @@ def test_body_is_content():
 ])
 def test_image_type_from_extension_or_format(url, expected):
     assert guess_image_type(url) == expected
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://Bücher.example/a b", "https://xn--bcher-kva.example/a%20b"),
+    ("https://faß.de/x", "https://xn--fa-hia.de/x"),  # UTS 46 non-transitional, as browsers: not fass.de
+    ("https://cdn_1.example.org/x", "https://cdn_1.example.org/x"),  # ASCII host names pass as they are
+])
+def test_host_names_go_through_idna(url, expected):
+    assert publishable(url, None) == expected
+
+
+@pytest.mark.parametrize("url", ["https://☃.net/", "https://a..b/", f"https://{'x' * 64}.org/"])
+def test_host_names_idna_refuses(url):
+    with pytest.raises(InvalidURL, match="no valid host"):
+        publishable(url, None)

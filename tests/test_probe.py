@@ -316,6 +316,30 @@ def test_failed_probe_is_retried_with_growing_back_off(tmp_path):
     assert rss_enclosures(tmp_path / "out") == {server.url("/img/a.png"): ("777", "image/png")}
 
 
+def test_a_short_retry_after_is_waited_for_within_the_build(tmp_path):
+    answers = iter([Reply(503, [("Retry-After", "0")]), Reply(429, [("Retry-After", "0")]),
+                    Reply(200, [("Content-Type", "image/png"), ("Content-Length", "777")])])
+    with LocalServer(lambda request: next(answers)) as server:
+        config = store(tmp_path, server, {"a": ["/img/a.png"]})
+        report = build(config, now=NOW)
+    assert server.count() == 3 and report.probes.failed == 0
+    assert rss_enclosures(tmp_path / "out") == {server.url("/img/a.png"): ("777", "image/png")}
+
+
+def test_redirects_are_followed_to_the_image(tmp_path):
+    files = {"/img/b.png": (PHOTO, "image/png")}
+    serve = image_host(files)
+
+    def respond(request: Request) -> Reply:
+        return Reply(301, [("Location", "/img/b.png")]) if request.path == "/img/a.png" else serve(request)
+
+    with LocalServer(respond) as server:
+        config = store(tmp_path, server, {"a": ["/img/a.png"]})
+        build(config, now=NOW)
+    assert [r.path for r in server.requests] == ["/img/a.png", "/img/b.png"]
+    assert rss_enclosures(tmp_path / "out") == {server.url("/img/a.png"): (str(len(PHOTO)), "image/png")}
+
+
 def test_success_is_rechecked_after_max_age_and_a_failed_recheck_keeps_the_size(tmp_path):
     status = 200
 

@@ -3,11 +3,13 @@ changed feeds, once per hub; retries with back-off; a hub that is down never fai
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
 
+from publisher import websub
 from publisher.build import build
 from publisher.config import Config
 from publisher.websub import RETRY_DELAYS, Ping, changed_feed_urls, ping_hubs
@@ -19,8 +21,8 @@ pytestmark = pytest.mark.usefixtures(local_only.__name__)
 BASE = "https://feeds.example.org/news/"  # site.base_url of tests.conftest.SITE
 
 
-def hub(status: int = 202):
-    return lambda request: Reply(status)
+def hub(status: int = 202, headers: tuple[tuple[str, str], ...] = ()):
+    return lambda request: Reply(status, list(headers))
 
 
 def announced(server: LocalServer) -> list[str]:
@@ -82,7 +84,8 @@ def test_no_hubs_no_pings(tmp_path):
 
 
 def test_hub_answering_500_gets_the_retries_and_the_build_exits_0(tmp_path):
-    with LocalServer(hub(500)) as failing, LocalServer(hub(204)) as working:
+    # "Retry-After: 0": the hub asks for no pause, and is obeyed, so this test does not wait RETRY_DELAYS.
+    with LocalServer(hub(500, (("Retry-After", "0"),))) as failing, LocalServer(hub(204)) as working:
         config = site(tmp_path, failing.url("/hub"), working.url("/hub"), formats=["atom"], precompress=False)
         result = run_cli("build", "-c", config.source)
     assert result.returncode == 0, result.stderr
@@ -105,6 +108,16 @@ def test_retries_wait_longer_each_round_and_stop_when_taken(tmp_path):
     assert waits == [0.5, 1.5]
 
 
+def test_retry_after_is_honoured_and_a_long_one_is_not_waited_for():
+    answers = iter([Reply(503, [("Retry-After", "7")]), Reply(429, [("Retry-After", "3600")])])
+    waits: list[float] = []
+    with LocalServer(lambda request: next(answers)) as server:
+        (ping,) = ping_hubs([server.url("/hub")], [f"{BASE}all.atom"], "publisher-test", delays=(0.5, 1.5),
+                            sleep=waits.append)
+    assert waits == [7.0]  # the hub's pause, not delays[0]; an hour is more than a build waits
+    assert ping == Ping(server.url("/hub"), f"{BASE}all.atom", attempts=2, error="HTTP 429 Too Many Requests")
+
+
 @pytest.mark.parametrize("status, attempts", [(400, 1), (404, 1), (429, 3), (503, 3), (301, 1)])
 def test_only_failures_that_may_pass_later_are_retried(status, attempts):
     with LocalServer(hub(status)) as server:
@@ -113,7 +126,18 @@ def test_only_failures_that_may_pass_later_are_retried(status, attempts):
     assert ping.error is not None and ping.error.startswith(f"HTTP {status}")
 
 
-def test_a_hub_that_is_down_is_logged_and_never_fails_the_build(tmp_path, caplog):
+@pytest.fixture
+def quiet_urllib3():
+    """urllib3 as the CLI sets it up: it warns of each retry it makes, the publisher logs the outcome."""
+    logger = logging.getLogger("urllib3")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(level)
+
+
+def test_a_hub_that_is_down_is_logged_and_never_fails_the_build(tmp_path, caplog, monkeypatch, quiet_urllib3):
+    monkeypatch.setattr(websub, "RETRY_DELAYS", (0.0, 0.0))  # the attempts as usual, without the pauses
     down = f"http://127.0.0.1:{closed_port()}/hub"
     with LocalServer(hub(204)) as working:
         config = site(tmp_path, down, working.url("/hub"))
