@@ -33,8 +33,9 @@ from publisher.errors import PublisherError, WriteError
 from publisher.lease import LEASE_NAME, Lease
 from publisher.s3 import S3Location, client, describe, s3_errors
 from publisher.serve import FEED_EXTENSIONS, content_type
+from publisher.statefiles import read_state_json, write_atomic
 from publisher.wording import by_cause, plural
-from publisher.writer import WriteResult, read_state_json, write_atomic
+from publisher.writer import WriteResult
 
 logger = logging.getLogger(__name__)
 

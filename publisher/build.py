@@ -73,7 +73,7 @@ class BuildReport:
         return self.writes.failure_lines()
 
 
-def collect(config: Config) -> Collection:
+def check_store(config: Config) -> Collection:
     """Scan the store and read what changed since the last build's scan, writing nothing (`publisher check`).
     Raises StoreError when the store cannot be read."""
     if config.store_bucket is not None:

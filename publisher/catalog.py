@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from publisher import reading, scan_cache, store
+from publisher import reading, scan_cache, statefiles, store
 from publisher.articles import Article, Problem
 from publisher.config import Config
 from publisher.reading import ARTICLE, INVALID, NO_FRONT_MATTER, NOT_ARTICLE, UNREADABLE
@@ -161,7 +161,7 @@ class ScanState:
         self.config = config
         self.save_enabled = save
         self.key = scan_cache.cache_key(config)
-        base = scan_cache.folder(config.state, config.store)
+        base = scan_cache.cache_prefix(config.state, config.store)
         self.index_path = base.with_name(f"{base.name}.index")
         self.feeds_path = base.with_name(f"{base.name}.feeds")
         self.records = scan_cache.Records(base.with_name(f"{base.name}.records"), self.key)
@@ -169,7 +169,7 @@ class ScanState:
         digest.update(listing.stats.tobytes())
         self.digest = digest.hexdigest()  # changes when any file is added, removed, or changes its stat
         self.newest = max(listing.stats[1::3], default=0)
-        self._file = scan_cache.open_state(self.index_path, self.key, "scan cache")
+        self._file = statefiles.open_binary(self.index_path, self.key, "scan cache")
         self.header = self._file.header if self._file is not None else None
         self._index: scan_cache.Index | None = None
         self.fresh: dict[str, bytes] = {}  # encoded Articles read by this scan
@@ -223,7 +223,7 @@ class ScanState:
                   "invalid": found.invalid}
         header = {"scanned_at": started_ns, "digest": self.digest, "counts": counts,
                   "problems": [[p.source, p.field, p.reason, p.fatal] for p in found.problems]}
-        scan_cache.write_state(self.index_path, self.key, header, index.payload())
+        statefiles.write_binary(self.index_path, self.key, header, index.payload())
 
     def collection_articles(self) -> list[Summary]:
         return summaries(self.index())
@@ -297,7 +297,7 @@ def select(collection: Collection, config: Config, now: datetime) -> tuple[Live,
 def _last_selection(cache: ScanState, settings: list[Any], moment: int) -> dict[str, Any] | None:
     """The last selection, when it was made with these settings, on the store as the scan cache last saw
     it, and no scheduled article has fallen due since."""
-    state = scan_cache.open_state(cache.feeds_path, cache.key, "last selection")
+    state = statefiles.open_binary(cache.feeds_path, cache.key, "last selection")
     if state is None:
         return None
     header = state.header
@@ -400,7 +400,7 @@ def _remember(cache: ScanState, settings: list[Any], moment: int, live: Live, co
                    [entry.source for entry in f.entries]] for f in feeds],
         "articles": encoded,
     }
-    scan_cache.write_state(cache.feeds_path, cache.key, header, payload)
+    statefiles.write_binary(cache.feeds_path, cache.key, header, payload)
 
 
 def _next_due(held: Sequence[Summary]) -> datetime | None:

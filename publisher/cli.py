@@ -14,7 +14,7 @@ from typing import Any
 
 from publisher import __version__
 from publisher.bucket import DeletionLimit
-from publisher.build import collect
+from publisher.build import check_store
 from publisher.config import Config, load_config
 from publisher.daemon import run_daemon
 from publisher.errors import ConfigError, PublisherError, ServeError, StoreError
@@ -155,7 +155,7 @@ def _build(args: argparse.Namespace, config: Config) -> int:
 
 
 def _check(args: argparse.Namespace, config: Config) -> int:
-    found = collect(config)
+    found = check_store(config)
     where = store_label(config)
     for problem in found.problems:
         print(f"{where}{problem}{' (left out)' if problem.fatal else ''}")

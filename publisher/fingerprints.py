@@ -25,12 +25,12 @@ import publisher
 from publisher.config import Config
 from publisher.pages import page_path
 from publisher.precompress import SUFFIX
-from publisher.reading import encode_article
 from publisher.render import Format
 from publisher.s3 import S3Location
 from publisher.selection import Feed
+from publisher.statefiles import read_state_json, write_atomic
 from publisher.targets import Target, open_target
-from publisher.writer import WriteResult, read_state_json, write_atomic
+from publisher.writer import WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ RENDERING_CODE = ("render", "pages", "precompress", "xmltext", "fingerprints")
 
 
 @dataclass
-class Known:
+class FeedFingerprints:
     """The feeds of this build whose files are already as they would be rendered, and what to record."""
 
     path: Path  # the state file
@@ -77,7 +77,7 @@ class Known:
 
 
 def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format], target: Target | None = None
-                ) -> Known:
+                ) -> FeedFingerprints:
     """Which of `feeds` need no rendering: same fingerprint as recorded, files untouched since (in `target`,
     by default the output folder)."""
     target = target or open_target(config)
@@ -87,7 +87,7 @@ def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format]
     for feed in feeds:
         names = [f"{feed.spec.path}{extension}" for extension in extensions] + [page_path(feed)]
         files[feed.spec.path] = names + [f"{name}{SUFFIX}" for name in names] if target.gzip_copies else names
-    known = Known(path=state_path(config.state, config.output), output=target.identity, stamps=target.stamps,
+    known = FeedFingerprints(path=state_path(config.state, config.output), output=target.identity, stamps=target.stamps,
                   settings=settings,
                   fingerprints={feed.spec.path: fingerprint(feed, settings) for feed in feeds}, files=files,
                   recorded=_recorded(state_path(config.state, config.output), target.identity, settings))
@@ -107,7 +107,7 @@ def fingerprint(feed: Feed, settings: str) -> str:
     digest = hashlib.sha256(settings.encode("utf-8"))
     digest.update(repr(feed.spec).encode("utf-8"))  # every field, a feed's image among them
     for entry in feed.entries:
-        digest.update(repr(encode_article(entry)).encode("utf-8", "surrogatepass"))
+        digest.update(repr(entry).encode("utf-8", "surrogatepass"))  # the Article as its dataclass shows it
     return digest.hexdigest()
 
 

@@ -25,7 +25,7 @@ from publisher import store
 from publisher.config import Config
 from publisher.errors import StoreError
 from publisher.s3 import S3Location, client, describe, s3_errors
-from publisher.writer import read_state_json, write_atomic
+from publisher.statefiles import read_state_json, write_atomic
 
 logger = logging.getLogger(__name__)
 

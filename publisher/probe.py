@@ -42,8 +42,8 @@ import requests
 from publisher.articles import Article, Image
 from publisher.config import EnclosureConfig
 from publisher.selection import Feed
+from publisher.statefiles import read_state_json, write_atomic
 from publisher.web import Retries, describe_failure, new_session
-from publisher.writer import read_state_json, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class Known:
+class ProbeRecord:
     """The cache's record of one URL."""
 
     length: int | None  # the last size learned; kept through later failures
@@ -96,7 +96,7 @@ class Plan:
 
 @dataclass(frozen=True)
 class ProbeReport:
-    sizes: dict[str, Known]  # URL -> what is known, for every given URL whose length is known
+    sizes: dict[str, ProbeRecord]  # URL -> what is known, for every given URL whose length is known
     probed: int = 0  # URLs probed in this build
     failed: int = 0  # of those, how many failed
     deferred: int = 0
@@ -134,7 +134,7 @@ def probe_enclosures(urls: Sequence[str], state: Path, settings: EnclosureConfig
     return ProbeReport(sizes=sizes, probed=len(answers), failed=failed, deferred=plan.deferred)
 
 
-def apply_sizes(feeds: Iterable[Feed], sizes: Mapping[str, Known]) -> list[Feed]:
+def apply_sizes(feeds: Iterable[Feed], sizes: Mapping[str, ProbeRecord]) -> list[Feed]:
     """The feeds with every enclosure's learned length and type. Where no type was learned the inferred
     one stays; where no length was learned the image is unchanged (length 0)."""
     changed: dict[Article, Article] = {}  # an article sits in several feeds: resize it once
@@ -158,7 +158,7 @@ def apply_sizes(feeds: Iterable[Feed], sizes: Mapping[str, Known]) -> list[Feed]
 
 # --- what to probe --------------------------------------------------------------------------------------
 
-def plan_probes(urls: Iterable[str], cache: Mapping[str, Known], now: float, settings: EnclosureConfig) -> Plan:
+def plan_probes(urls: Iterable[str], cache: Mapping[str, ProbeRecord], now: float, settings: EnclosureConfig) -> Plan:
     """The URLs due for a probe, never-seen ones first (in the given order), then the longest unchecked;
     at most settings.max_probes of them."""
     new: list[str] = []
@@ -175,7 +175,7 @@ def plan_probes(urls: Iterable[str], cache: Mapping[str, Known], now: float, set
     return Plan(due=tuple(due[:budget]), deferred=max(0, len(due) - budget))
 
 
-def is_due(known: Known, now: float, max_age: float) -> bool:
+def is_due(known: ProbeRecord, now: float, max_age: float) -> bool:
     age = now - known.checked
     return age < 0 or age >= retry_after(known.failures, max_age)  # age < 0: the clock went back
 
@@ -188,22 +188,22 @@ def retry_after(failures: int, max_age: float) -> float:
     return min(RETRY_AFTER * 2.0 ** min(failures - 1, 32), max_age)
 
 
-def record(cache: Mapping[str, Known], answers: Mapping[str, Answer], now: float) -> dict[str, Known]:
+def record(cache: Mapping[str, ProbeRecord], answers: Mapping[str, Answer], now: float) -> dict[str, ProbeRecord]:
     """The cache after this build's answers. A failure keeps the size learned before (a flapping server
     must not flip a feed's bytes back and forth) and counts towards the back-off."""
     updated = dict(cache)
     for url, answer in answers.items():
         before = cache.get(url)
         if answer.error is None:
-            updated[url] = Known(length=answer.length, mime_type=answer.mime_type, checked=now)
+            updated[url] = ProbeRecord(length=answer.length, mime_type=answer.mime_type, checked=now)
         else:
-            updated[url] = Known(length=before.length if before else None,
+            updated[url] = ProbeRecord(length=before.length if before else None,
                                  mime_type=before.mime_type if before else None, checked=now,
                                  failures=(before.failures if before else 0) + 1, error=answer.error)
     return updated
 
 
-def prune(cache: Mapping[str, Known], urls: Iterable[str], now: float, max_age: float) -> dict[str, Known]:
+def prune(cache: Mapping[str, ProbeRecord], urls: Iterable[str], now: float, max_age: float) -> dict[str, ProbeRecord]:
     """Forget URLs no feed uses whose record has expired anyway, so the cache does not grow forever."""
     wanted = set(urls)
     return {url: known for url, known in cache.items() if url in wanted or now - known.checked < max_age}
@@ -211,7 +211,7 @@ def prune(cache: Mapping[str, Known], urls: Iterable[str], now: float, max_age: 
 
 # --- the cache file -------------------------------------------------------------------------------------
 
-def load_cache(path: Path) -> dict[str, Known]:
+def load_cache(path: Path) -> dict[str, ProbeRecord]:
     """The records in `path`; an unreadable or foreign file gives an empty cache (and a warning)."""
     data = read_state_json(path, "enclosure cache", "starting a new one")
     if data is None:
@@ -222,7 +222,7 @@ def load_cache(path: Path) -> dict[str, Known]:
         return {}
     cache = {}
     for url, raw in data["entries"].items():
-        known = _known(raw)
+        known = _probe_record(raw)
         if known is None:
             logger.debug("%s: dropping a malformed record for %s", path, url)
         else:
@@ -230,7 +230,7 @@ def load_cache(path: Path) -> dict[str, Known]:
     return cache
 
 
-def save_cache(path: Path, cache: Mapping[str, Known]) -> None:
+def save_cache(path: Path, cache: Mapping[str, ProbeRecord]) -> None:
     """Write the cache atomically. A failure only costs repeated probes later, so it is a warning."""
     entries = {url: {"length": k.length, "type": k.mime_type, "checked": round(k.checked, 3),
                      "failures": k.failures, "error": k.error}
@@ -242,7 +242,7 @@ def save_cache(path: Path, cache: Mapping[str, Known]) -> None:
         logger.warning("%s: cannot save the enclosure cache: %s", path, exc.strerror or exc)
 
 
-def _known(raw: Any) -> Known | None:
+def _probe_record(raw: Any) -> ProbeRecord | None:
     if not isinstance(raw, dict):
         return None
     length, mime_type, checked = raw.get("length"), raw.get("type"), raw.get("checked")
@@ -255,7 +255,7 @@ def _known(raw: Any) -> Known | None:
         return None
     if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
         return None
-    return Known(length=length, mime_type=mime_type, checked=float(checked), failures=failures,
+    return ProbeRecord(length=length, mime_type=mime_type, checked=float(checked), failures=failures,
                  error=error if isinstance(error, str) else None)
 
 

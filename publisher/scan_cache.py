@@ -14,8 +14,8 @@ The index and the feeds file start with a header line (format, cache key, payloa
 that a file from another version or configuration is discarded unread and a damaged one is caught before
 anything is decoded. The key covers the publisher version, a digest of the code that reads articles, the
 Python and PyYAML versions, and the settings that change what a file yields. A file with another key or a
-damaged one is discarded with one log line, and the store read again. These files are written to a
-temporary file and renamed, not fsynced: after a crash a cache is at worst discarded, never trusted damaged.
+damaged one is discarded with one log line, and the store read again. Their format, and writing them
+atomically, is statefiles' (open_binary, write_binary).
 """
 
 from __future__ import annotations
@@ -23,35 +23,31 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import marshal
-import os
 import sqlite3
 import sys
-import tempfile
-import zlib
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import yaml
 
 import publisher
+from publisher import statefiles
 from publisher.config import Config
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 2
-MAGIC = b"publisher state\n"
 # Modules whose code decides what a file yields or what selection makes of it: a change to any of them
 # invalidates every cache, even without a new version number.
 CODE = ("store", "simple_yaml", "articles", "urls", "xmltext", "reading", "catalog", "scan_cache", "selection")
 
 
-def folder(state: Path, store: Path) -> Path:
+def cache_prefix(state: Path, store: Path) -> Path:
     """The cache files of one store folder share this prefix (a --store override must not clobber the
     cache of the configured store)."""
     digest = hashlib.sha256(str(store.resolve()).encode("utf-8")).hexdigest()[:16]
@@ -73,86 +69,6 @@ def cache_key(config: Config) -> str:
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
-
-class StateFile:
-    """A state file written by write_state: its header at once, its payload when asked for."""
-
-    def __init__(self, path: Path, header: dict[str, Any], stream: BinaryIO) -> None:
-        self.path = path
-        self.header = header
-        self._stream = stream
-
-    def payload(self) -> Any:
-        """The payload. Raises ValueError when the file is damaged."""
-        with self._stream:
-            data = self._stream.read()
-        if len(data) != self.header.get("length") or zlib.crc32(data) != self.header.get("crc32"):
-            raise ValueError("payload does not match its length and checksum")
-        try:
-            return marshal.loads(data)
-        except (EOFError, TypeError) as exc:
-            raise ValueError(str(exc)) from None
-
-    def close(self) -> None:
-        self._stream.close()
-
-
-def open_state(path: Path, key: str, what: str) -> StateFile | None:
-    """The state file at `path` when it was written with `key`; None when it is missing, from another key
-    (one INFO line) or damaged (one WARNING line)."""
-    try:
-        stream = open(path, "rb")  # noqa: SIM115 - kept open for payload(), closed there
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        logger.warning("%s: %s unreadable (%s); starting afresh", path, what, exc.strerror or exc)
-        return None
-    try:
-        if stream.read(len(MAGIC)) != MAGIC:
-            raise ValueError("not a publisher state file")
-        header = json.loads(stream.readline())
-        if not isinstance(header, dict):
-            raise ValueError("bad header")
-    except (ValueError, OSError) as exc:
-        stream.close()
-        logger.warning("%s: %s is damaged (%s); discarded, starting afresh", path, what, exc)
-        return None
-    if header.get("format") != FORMAT or header.get("key") != key:
-        stream.close()
-        logger.debug("%s: %s is from another publisher version or configuration; starting afresh", path, what)
-        return None
-    return StateFile(path, header, stream)
-
-
-def write_state(path: Path, key: str, header: Mapping[str, Any], payload: Any) -> bool:
-    """Replace a state file. A failure is logged, not raised: the next build just does more work."""
-    data = marshal.dumps(payload)
-    head = {**header, "format": FORMAT, "key": key, "length": len(data), "crc32": zlib.crc32(data)}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as stream:
-                stream.write(MAGIC + json.dumps(head).encode("utf-8") + b"\n")
-                stream.write(data)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-    except OSError as exc:
-        logger.warning("%s: cannot write: %s", path, exc.strerror or exc)
-        return False
-    return True
-
-
-def remove(*paths: Path) -> None:
-    for path in paths:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.warning("%s: cannot remove: %s", path, exc.strerror or exc)
 
 
 # The index's columns besides paths and stats, one entry per file in path order: the record fields that
@@ -339,7 +255,7 @@ class Records:
     def _failed(self, exc: sqlite3.Error) -> None:
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
             logger.warning("%s: record cache is damaged (%s); discarded, starting afresh", self.path, exc)
-            remove(self.path, Path(f"{self.path}-journal"))
+            statefiles.remove(self.path, Path(f"{self.path}-journal"))
         else:  # busy, disk full, read-only: keep it for next time
             logger.warning("%s: record cache not usable now: %s", self.path, exc)
 

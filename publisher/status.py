@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from publisher.statefiles import read_state_json, write_atomic
 from publisher.wording import by_cause
-from publisher.writer import read_state_json, write_atomic
 
 if TYPE_CHECKING:
     from publisher.config import Config

@@ -27,9 +27,9 @@ from typing import Any
 import watchfiles
 
 from publisher.config import Config
+from publisher.statefiles import TEMP_SUFFIX
 from publisher.status import timestamp, update_status
 from publisher.store import selected
-from publisher.writer import TEMP_SUFFIX
 
 logger = logging.getLogger(__name__)
 

@@ -7,26 +7,22 @@ files the publisher owns there, so that a feed that disappears is removed and no
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from publisher.errors import WriteError
 from publisher.precompress import SUFFIX as GZIP_SUFFIX
+from publisher.statefiles import TEMP_SUFFIX, fsync_folder, read_state_json, write_atomic
 from publisher.wording import by_cause, plural
 
 logger = logging.getLogger(__name__)
 
-TEMP_SUFFIX = ".publisher-tmp"
 MANIFEST_VERSION = 1
-FILE_MODE = 0o644  # readable by the web server's user
 
 
 @dataclass
@@ -98,7 +94,7 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
                 present.add(relative)
         save_manifest(manifest, output, present)
     for folder in sorted(folders):  # the renames above are durable from here on
-        _fsync_folder(folder)
+        fsync_folder(folder)
     return result
 
 
@@ -121,29 +117,6 @@ def _original_mtime(output: Path, relative: str, present: set[str]) -> int | Non
         return inside(output, relative.removesuffix(GZIP_SUFFIX)).stat().st_mtime_ns
     except FileNotFoundError:
         return None
-
-
-def write_atomic(path: Path, data: bytes, sync_folder: bool = True, mtime_ns: int | None = None) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it and rename it over `path`, then fsync the
-    folder (unless `sync_folder` is false: a caller writing many files there syncs the folder once). With
-    `mtime_ns`, the file has that modification time from the moment it appears."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, FILE_MODE)
-        if mtime_ns is not None:
-            os.utime(temporary, ns=(mtime_ns, mtime_ns))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    if sync_folder:
-        _fsync_folder(path.parent)
 
 
 def remove_temporaries(output: Path) -> list[Path]:
@@ -176,19 +149,6 @@ def read_manifest(path: Path, output: Path) -> set[str]:
         logger.warning("%s: manifest of another version or folder; starting a new one", path)
         return set()
     return {f for f in data["files"] if isinstance(f, str)}
-
-
-def read_state_json(path: Path, what: str, consequence: str) -> Any:
-    """The JSON in a state file the publisher wrote, or None when there is none. A file that cannot be read or
-    parsed also gives None, with one warning naming it, `what` it is and the `consequence`: state files are
-    caches and records, and a damaged one must never stop a build."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        logger.warning("%s: %s unreadable (%s); %s", path, what, exc, consequence)
-        return None
 
 
 def save_manifest(path: Path, output: Path, files: set[str]) -> None:
@@ -231,16 +191,3 @@ def _remove(output: Path, relative: str) -> bool:
     return True
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX leaves it in the folder's metadata until then)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        logger.debug("%s: cannot open folder to fsync it: %s", folder, exc)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some file systems refuse fsync on a folder; the rename is still atomic
-        logger.debug("%s: fsync of folder refused: %s", folder, exc)
-    finally:
-        os.close(fd)

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from publisher import catalog, progress, reading, scan_cache, store
+from publisher import catalog, progress, reading, scan_cache, statefiles, store
 from publisher.articles import read_article
-from publisher.build import build, collect
+from publisher.build import build, check_store
 from publisher.config import Config
 from publisher.selection import as_datetime
 from tests.conftest import REPO, cli_env, make_config, require_corpus, snapshot, write_article
@@ -38,7 +38,7 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def cache_files(config: Config) -> dict[str, Path]:
-    base = scan_cache.folder(config.state, config.store)
+    base = scan_cache.cache_prefix(config.state, config.store)
     return {suffix: base.with_name(f"{base.name}.{suffix}") for suffix in ("index", "records", "feeds")}
 
 
@@ -198,7 +198,7 @@ def test_cache_of_another_version_or_parsing_config_is_discarded(site, caplog):
     build(config, now=NOW)
     index = cache_files(config)["index"]
     header, _, payload = index.read_bytes().partition(b"\n")[2].partition(b"\n")
-    index.write_bytes(scan_cache.MAGIC + header.replace(b'"format": 2', b'"format": 99') + b"\n" + payload)
+    index.write_bytes(statefiles.MAGIC + header.replace(b'"format": 2', b'"format": 99') + b"\n" + payload)
     with caplog.at_level(logging.DEBUG, logger="publisher"):
         assert build(config, now=NOW).collection.read == FILES
     assert sum("another publisher version or configuration" in r.getMessage() for r in caplog.records) == 1
@@ -265,7 +265,7 @@ def test_check_uses_the_cache_but_writes_nothing(site):
     build(config, now=NOW)
     before = snapshot(site / "state")
     write_article(site / "store", "news/new.md", publishedDateTime="not a date")
-    found = collect(config)
+    found = check_store(config)
     assert found.read == 1 and found.invalid == 2
     assert snapshot(site / "state") == before
 

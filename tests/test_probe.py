@@ -22,7 +22,7 @@ from publisher.probe import (
     MAX_REDIRECTS,
     RETRY_AFTER,
     Answer,
-    Known,
+    ProbeRecord,
     apply_sizes,
     load_cache,
     plan_probes,
@@ -366,8 +366,9 @@ SETTINGS = EnclosureConfig(probe=True, max_age=7 * DAY, max_probes=3, timeout=1,
 
 
 def test_plan_takes_new_urls_first_then_the_longest_unchecked():
-    cache = {"https://x/old": Known(10, None, checked=0.0), "https://x/older": Known(10, None, checked=-5.0),
-             "https://x/fresh": Known(10, None, checked=7 * DAY)}
+    cache = {"https://x/old": ProbeRecord(10, None, checked=0.0),
+             "https://x/older": ProbeRecord(10, None, checked=-5.0),
+             "https://x/fresh": ProbeRecord(10, None, checked=7 * DAY)}
     plan = plan_probes(["https://x/old", "https://x/fresh", "https://x/new", "https://x/older", "https://x/new2"],
                        cache, now=7 * DAY + 1, settings=SETTINGS)
     assert plan.due == ("https://x/new", "https://x/new2", "https://x/older")
@@ -383,9 +384,9 @@ def test_back_off_doubles_and_is_capped_by_max_age():
 def test_record_counts_failures_and_a_success_resets_them():
     url = "https://x/a.png"
     after_failures = record(record({}, {url: Answer(error="HTTP 500")}, 1.0), {url: Answer(error="HTTP 500")}, 2.0)
-    assert after_failures[url] == Known(None, None, checked=2.0, failures=2, error="HTTP 500")
+    assert after_failures[url] == ProbeRecord(None, None, checked=2.0, failures=2, error="HTTP 500")
     recovered = record(after_failures, {url: Answer(length=5, mime_type="image/png")}, 3.0)
-    assert recovered[url] == Known(5, "image/png", checked=3.0)
+    assert recovered[url] == ProbeRecord(5, "image/png", checked=3.0)
 
 
 def test_apply_sizes_keeps_the_inferred_type_when_none_was_learned():
@@ -396,7 +397,7 @@ def test_apply_sizes_keeps_the_inferred_type_when_none_was_learned():
                       published=NOW, updated=NOW, provider=Provider("P", None, logo), topics=(),
                       images=(photo, unknown))
     feeds = [Feed(FeedSpec("all", "all", "All", None), (article,), 1)]
-    sizes = {photo.url: Known(100, None, 0.0), logo.url: Known(50, "image/svg+xml", 0.0)}
+    sizes = {photo.url: ProbeRecord(100, None, 0.0), logo.url: ProbeRecord(50, "image/svg+xml", 0.0)}
     (resized,) = apply_sizes(feeds, sizes)
     assert resized.entries[0].enclosures == (Image(photo.url, mime_type="image/jpeg", length=100), unknown,
                                               Image(logo.url, mime_type="image/svg+xml", length=50))
@@ -417,7 +418,7 @@ def test_malformed_records_are_dropped(tmp_path):
         "https://x/bad-length": {"length": "5", "type": None, "checked": 1.0},
         "https://x/bad-type": {"length": 5, "type": "<script>", "checked": 1.0},
         "https://x/bad-checked": {"length": 5, "type": None, "checked": "yesterday"}}}))
-    assert load_cache(path) == {"https://x/good": Known(5, "image/png", 1.0)}
+    assert load_cache(path) == {"https://x/good": ProbeRecord(5, "image/png", 1.0)}
 
 
 def test_the_user_agent_names_the_home_page(tmp_path):

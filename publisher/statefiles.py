@@ -1,0 +1,161 @@
+"""State files: what the publisher keeps in the state folder between builds (never served), and the one way
+any file is replaced on disk.
+
+- write_atomic(): a temporary file beside the target, flushed, fsynced and renamed over it (`os.replace` is
+  atomic on POSIX), then the folder fsynced. The output writer puts the served files in place with it too:
+  after a crash every file is whole, old or new.
+- JSON state (status, manifest, enclosure cache, feed fingerprints): read_state_json() forgives, since these are
+  caches and records: a missing, unreadable or unparsable file is None (with one warning when it exists),
+  never a failed build.
+- Binary state (the scan cache's index and the last selection): a header line (format, cache key, payload
+  length and CRC-32) then a marshalled payload. open_binary() checks the header at once and the payload
+  only when it is asked for; a file of another format or key is discarded with one INFO line, a damaged
+  one with one WARNING line. write_binary() logs a failure rather than raising: the next build just does
+  more work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import marshal
+import os
+import tempfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+logger = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".publisher-tmp"  # what a killed build may leave behind (writer.remove_temporaries)
+FILE_MODE = 0o644  # readable by the web server's user
+BINARY_FORMAT = 2
+MAGIC = b"publisher state\n"
+
+
+def write_atomic(path: Path, data: bytes, sync_folder: bool = True, mtime_ns: int | None = None) -> None:
+    """Write `data` to a temporary file beside `path`, fsync it and rename it over `path`, then fsync the
+    folder (unless `sync_folder` is false: a caller writing many files there syncs the folder once, with
+    fsync_folder()). With `mtime_ns`, the file has that modification time from the moment it appears.
+    Raises OSError."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, FILE_MODE)
+        if mtime_ns is not None:
+            os.utime(temporary, ns=(mtime_ns, mtime_ns))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    if sync_folder:
+        fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make renames into `folder` durable (POSIX leaves them in the folder's metadata until then)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        logger.debug("%s: cannot open folder to fsync it: %s", folder, exc)
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some file systems refuse fsync on a folder; the rename is still atomic
+        logger.debug("%s: fsync of folder refused: %s", folder, exc)
+    finally:
+        os.close(fd)
+
+
+def read_state_json(path: Path, what: str, consequence: str) -> Any:
+    """The JSON in a state file, or None when there is none. A file that cannot be read or parsed also gives
+    None, with one warning naming it, `what` it is and the `consequence`."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("%s: %s unreadable (%s); %s", path, what, exc, consequence)
+        return None
+
+
+
+
+class BinaryState:
+    """A binary state file as open_binary() found it: its header at once, its payload when asked for."""
+
+    def __init__(self, path: Path, header: dict[str, Any], stream: BinaryIO) -> None:
+        self.path = path
+        self.header = header
+        self._stream = stream
+
+    def payload(self) -> Any:
+        """The payload. Raises ValueError when the file is damaged."""
+        with self._stream:
+            data = self._stream.read()
+        if len(data) != self.header.get("length") or zlib.crc32(data) != self.header.get("crc32"):
+            raise ValueError("payload does not match its length and checksum")
+        try:
+            return marshal.loads(data)
+        except (EOFError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def open_binary(path: Path, key: str, what: str) -> BinaryState | None:
+    """The binary state file at `path` when it was written with `key`; None when it is missing, from another
+    format or key (one INFO line) or damaged (one WARNING line)."""
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - kept open for payload(), closed there
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        logger.warning("%s: %s unreadable (%s); starting afresh", path, what, exc.strerror or exc)
+        return None
+    try:
+        if stream.read(len(MAGIC)) != MAGIC:
+            raise ValueError("not a publisher state file")
+        header = json.loads(stream.readline())
+        if not isinstance(header, dict):
+            raise ValueError("bad header")
+    except (ValueError, OSError) as exc:
+        stream.close()
+        logger.warning("%s: %s is damaged (%s); discarded, starting afresh", path, what, exc)
+        return None
+    if header.get("format") != BINARY_FORMAT or header.get("key") != key:
+        stream.close()
+        logger.info("%s: %s is from another publisher version or configuration; starting afresh", path, what)
+        return None
+    return BinaryState(path, header, stream)
+
+
+def write_binary(path: Path, key: str, header: Mapping[str, Any], payload: Any) -> bool:
+    """Replace a binary state file (atomically, fsynced). A failure is logged, not raised."""
+    data = marshal.dumps(payload)
+    head = {**header, "format": BINARY_FORMAT, "key": key, "length": len(data), "crc32": zlib.crc32(data)}
+    try:
+        write_atomic(path, MAGIC + json.dumps(head).encode("utf-8") + b"\n" + data)
+    except OSError as exc:
+        logger.warning("%s: cannot write: %s", path, exc.strerror or exc)
+        return False
+    return True
+
+
+def remove(*paths: Path) -> None:
+    """Delete state files that must not be trusted any more; a failure is logged."""
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("%s: cannot remove: %s", path, exc.strerror or exc)
