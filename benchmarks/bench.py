@@ -77,10 +77,15 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--drop-caches", action="store_true",
                         help="empty the page cache before each cold build (root only)")
+    parser.add_argument("--s3", action="store_true",
+                        help="store and output in buckets of a local S3 endpoint (moto's server on 127.0.0.1; "
+                        "needs the test extra): cold, no-op and one new object")
     args = parser.parse_args()
     size = parse_size(args.size)
     work = args.keep or Path(tempfile.mkdtemp(prefix="publisher-bench-"))
     try:
+        if args.s3:
+            return run_s3(work, size, args.runs, args.topics)
         return run(work, size, args.runs, args.topics, args.drop_caches)
     finally:
         if not args.keep:
@@ -123,6 +128,68 @@ def run(work: Path, size: int, runs: int, topics: int, drop_caches: bool) -> int
         print(f"run {index + 1}/{runs}: {progress}", file=sys.stderr)
     print(table(size, topics, runs, rows, drop_caches))
     return 0 if all(result.rewritten == 0 for result in rows["noop"]) else 1
+
+
+def run_s3(work: Path, size: int, runs: int, topics: int) -> int:
+    """The same store, uploaded to a bucket of a local S3 endpoint, built into another bucket: what a build
+    costs when every file and every object goes through the S3 protocol (HTTP on loopback, so without the
+    latency of a real service: a real one adds its round trips, which `s3.workers` overlaps)."""
+    from local_s3 import LocalS3  # beside this script; moto only for this mode
+
+    store, config = work / "store", work / "config.yaml"
+    rng = random.Random(6)
+    generated = generate(store, size, topics, rng) if not store.is_dir() else count_files(store)
+    with LocalS3() as s3:
+        started = time.monotonic()
+        s3.upload_folder(store, "bench-store", "articles/")
+        print(f"generated {generated} files and uploaded them in {time.monotonic() - started:.0f}s",
+              file=sys.stderr)
+        config.write_text(config_text().replace("store: store", "store: s3://bench-store/articles/").replace(
+            "output: out", "output: s3://bench-feeds/site/") + f"s3:\n  endpoint_url: {s3.url}\n", encoding="utf-8")
+        os.environ.update(s3.environment())
+        rows: dict[str, list[Result]] = {name: [] for name in ("cold", "noop", "one")}
+        requests: dict[str, list[int]] = {name: [] for name in rows}
+        serial = size
+        for index in range(runs):
+            shutil.rmtree(work / "state", ignore_errors=True)
+            s3.empty("bench-feeds")
+            for name in rows:
+                if name == "one":
+                    serial += 1
+                    s3.put("bench-store", f"articles/_news/new-{serial}.md", article(rng, serial, topics).encode())
+                mark = s3.mark()
+                rows[name].append(timed(config, work / "no-local-output"))
+                requests[name].append(s3.writes_since(mark, "bench-feeds", "site/"))
+            progress = ", ".join(f"{name} {results[-1].build:.2f}s/{results[-1].command:.2f}s"
+                                 for name, results in rows.items())
+            print(f"run {index + 1}/{runs}: {progress}", file=sys.stderr)
+    print(s3_table(size, topics, runs, rows, requests))
+    return 0 if all(count == 0 for count in requests["noop"]) else 1
+
+
+def s3_table(size: int, topics: int, runs: int, rows: dict[str, list[Result]], requests: dict[str, list[int]]
+             ) -> str:
+    def median(name: str, what: str) -> str:
+        return f"{statistics.median(getattr(result, what) for result in rows[name]):.2f} s"
+
+    def writes(name: str) -> str:
+        return f"{statistics.median(requests[name]):.0f}"
+
+    return "\n".join([
+        f"publisher build, store and output in buckets of a local S3 endpoint, {size:,} articles, {topics} topics: "
+        f"median of {runs} runs",
+        "",
+        "| scenario | build | command | PUT/DELETE requests to the feeds bucket |",
+        "| --- | --- | --- | --- |",
+        f"| cold build (no state, empty feeds bucket) | {median('cold', 'build')} | {median('cold', 'command')} | "
+        f"{writes('cold')} |",
+        f"| no-op rebuild | {median('noop', 'build')} | {median('noop', 'command')} | {writes('noop')} |",
+        f"| rebuild after one new object | {median('one', 'build')} | {median('one', 'command')} | "
+        f"{writes('one')} |",
+        "",
+        "The lease's own requests are not counted. build: the build in a running process; command: "
+        "`publisher build` from a shell.",
+    ])
 
 
 def timed(config: Path, output: Path) -> Result:

@@ -9,6 +9,7 @@ dropped connections) are retried by botocore's `standard` retry mode. boto3 is a
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,9 +61,11 @@ def parse_location(value: str) -> S3Location | None:
     return S3Location(bucket, prefix)
 
 
-def client(settings: S3Config, workers: int | None = None) -> Any:
+@functools.lru_cache(maxsize=4)
+def client(settings: S3Config) -> Any:
     """A boto3 S3 client for `settings`, with the standard retry mode and a connection per worker thread.
-    Raises ConfigError when boto3 is missing or the profile does not exist."""
+    Raises ConfigError when boto3 is missing or the profile does not exist. One client per settings and
+    process: making one loads the S3 service model (most of a second), and a client is thread-safe."""
     try:
         import boto3
         import botocore.config
@@ -74,7 +77,7 @@ def client(settings: S3Config, workers: int | None = None) -> Any:
     except botocore.exceptions.ProfileNotFound:
         raise ConfigError(f"s3.profile: no profile {settings.profile!r} in the AWS config files") from None
     config = botocore.config.Config(retries={"mode": "standard", "max_attempts": RETRIES},
-                                    max_pool_connections=max(10, (workers or settings.workers) + 2),
+                                    max_pool_connections=max(10, settings.workers + 2),
                                     connect_timeout=10, read_timeout=60)
     return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
 
