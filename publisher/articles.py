@@ -73,11 +73,31 @@ class Article:
     def canonical_url(self) -> str:
         return canonical(self.url)
 
+    # What feed selection reads of the provider: the catalog's summaries carry the same (reading.FACETS).
+    @property
+    def provider_key(self) -> str | None:
+        return provider_key(self.provider)
+
+    @property
+    def provider_name(self) -> str | None:
+        return self.provider.name if self.provider else None
+
     @property
     def enclosures(self) -> tuple[Image, ...]:
         """Every article image, then the provider logo: what Atom and Media RSS carry."""
         logo = (self.provider.logo,) if self.provider and self.provider.logo else ()
         return self.images + logo
+
+
+def provider_key(provider: Provider | None) -> str | None:
+    """What a provider is known by (its feed): its domain, lower case, without a leading "www.", else its
+    name."""
+    if provider is None:
+        return None
+    if provider.domain:
+        domain = provider.domain.lower()
+        return domain[4:] if domain.startswith("www.") and len(domain) > 4 else domain
+    return provider.name or None
 
 
 @dataclass(frozen=True)

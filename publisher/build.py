@@ -110,7 +110,7 @@ def build(config: Config, now: datetime | None = None,
     }
     files.update({page_path(feed): feed_page(feed, formats, config.site)
                   for feed in feeds if feed.spec.path not in known.unchanged})
-    files.update(site_pages(feeds, formats, config.site))
+    files.update(site_pages(feeds, formats, config.site, catalog.feed_families(config)))
     if target.gzip_copies:
         files.update(gzip_copies(files))
     if stop_requested():

@@ -4,11 +4,11 @@ A scan stats every candidate file (store.scan). A file whose size, modification 
 ones in the scan cache (scan_cache.py) is not read again: its record comes from the cache. New and
 changed files are read (reading.py), on all cores when there are many; deleted files drop out.
 
-Every article is held as a small Summary, what feed selection needs (identity, dates, topics); its full
-Article is stored encoded and decoded only when a feed lists it, so memory grows with the number of
-articles, not with the size of their files. When not one file changed since the last scan, even the
-summaries stay on disk unless asked for, and select() reuses the last selection as long as no scheduled
-article has fallen due.
+Every article is held as a small Summary, what feed selection needs (identity, dates, topics, provider,
+quality, heat, type); its full Article is stored encoded and decoded only when a feed lists it, so memory
+grows with the number of articles, not with the size of their files. When not one file changed since the
+last scan, even the summaries stay on disk unless asked for, and select() reuses the last selection as long
+as no scheduled article has fallen due.
 """
 
 from __future__ import annotations
@@ -21,19 +21,21 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from publisher import reading, scan_cache, statefiles, store
-from publisher.articles import Article, Problem
+from publisher.articles import Article, Image, Problem
 from publisher.config import Config
 from publisher.reading import ARTICLE, INVALID, NO_FRONT_MATTER, NOT_ARTICLE, UNREADABLE
 from publisher.selection import (
     LIVE,
     SCHEDULED,
     UNPUBLISHED,
+    Curated,
+    Family,
     Feed,
     FeedSpec,
     Live,
@@ -41,11 +43,13 @@ from publisher.selection import (
     Summary,
     Tally,
     as_datetime,
+    families_of,
     feeds_from,
     live_articles,
     publication_state,
     tally,
     updated_tally,
+    where,
 )
 
 logger = logging.getLogger(__name__)
@@ -278,20 +282,31 @@ def select(collection: Collection, config: Config, now: datetime) -> tuple[Live,
     cache = collection.cache
     if cache is None:
         raise ValueError("select() takes a Collection made by collect()")
-    settings = [config.site.title, config.max_items]
+    families = feed_families(config)
+    settings = selection_settings(config)
     moment = reading.microseconds(now)
     with _many_objects():
         last = _last_selection(cache, settings, moment)
         if last is not None and not collection.changed:
             return _reused(last, collection, moment)
         if last is not None and cache.changes is not None:
-            updated = _updated(last, cache, config, moment)
+            updated = _updated(last, cache, config, moment, families)
             if updated is not None:
                 return updated
         live = live_articles(collection.articles, moment)
-        counted = tally(live.articles, config.max_items)
+        counted = tally(live.articles, config.max_items, families)
         return _finish(cache, settings, moment, live, counted, feeds_from(counted, config.site.title,
-                                                                         config.max_items), {})
+                                                                         config.max_items, families), {})
+
+
+def feed_families(config: Config) -> tuple[Family, ...]:
+    return families_of(config.families, [Curated(c.name, c.title, where(**dict(c.where)), c.max_items)
+                                         for c in config.curated])
+
+
+def selection_settings(config: Config) -> list[Any]:
+    """What the last selection depends on besides the store: it is reused only with the same settings."""
+    return [config.site.title, config.max_items, list(config.families), repr(config.curated)]
 
 
 def _last_selection(cache: ScanState, settings: list[Any], moment: int) -> dict[str, Any] | None:
@@ -316,15 +331,14 @@ def _last_selection(cache: ScanState, settings: list[Any], moment: int) -> dict[
 
 def _reused(last: dict[str, Any], collection: Collection, moment: int) -> tuple[Live, list[Feed]]:
     articles = {path: reading.decode(encoded) for path, encoded in last["articles"].items()}
-    feeds = [Feed(FeedSpec(family, path, title, label), tuple(articles[s] for s in entries), total)
-             for family, path, title, label, total, entries in last["feeds"]]
+    feeds = [Feed(_spec(spec), tuple(articles[s] for s in entries), total) for spec, total, entries in last["feeds"]]
     live_count, unpublished, scheduled, duplicates = last["live"]
     held = [Summary(source, *last["entries"][source]) for source in last["held"]]
     live = OnDemand(live_count, lambda: live_articles(collection.articles, moment).articles)
     return Live(live, unpublished, scheduled, duplicates, _next_due(held), held), feeds
 
 
-def _updated(last: dict[str, Any], cache: ScanState, config: Config, moment: int
+def _updated(last: dict[str, Any], cache: ScanState, config: Config, moment: int, families: tuple[Family, ...]
              ) -> tuple[Live, list[Feed]] | None:
     """The last selection updated with the files this scan read, or None when that cannot be exact: a
     changed file shares its URL with another file (which of them wins is a question for all of them), or
@@ -358,15 +372,16 @@ def _updated(last: dict[str, Any], cache: ScanState, config: Config, moment: int
                      for label, sources in labels.items()} for family, (_, labels) in last["tally"].items()}
     before = Tally({family: Counter(counted) for family, (counted, _) in last["tally"].items()}, kept)
     counted = updated_tally(before, [a for a in removed if publication_state(a, moment) == LIVE],
-                            [a for a in added if publication_state(a, moment) == LIVE], config.max_items)
+                            [a for a in added if publication_state(a, moment) == LIVE], config.max_items,
+                            families)
     if counted is None:
         return None
     logger.debug("selection updated with %d changed articles", len(removed) + len(added))
     held_list = [held[source] for source in sorted(held)]
     live = Live(OnDemand(counts[LIVE], lambda: live_articles(cache.collection_articles(), moment).articles),
                 counts[UNPUBLISHED], counts[SCHEDULED], duplicates, _next_due(held_list), held_list)
-    feeds = feeds_from(counted, config.site.title, config.max_items)
-    return _finish(cache, [config.site.title, config.max_items], moment, live, counted, feeds, last["articles"])
+    feeds = feeds_from(counted, config.site.title, config.max_items, families)
+    return _finish(cache, selection_settings(config), moment, live, counted, feeds, last["articles"])
 
 
 def _finish(cache: ScanState, settings: list[Any], moment: int, live: Live, counted: Tally,
@@ -394,13 +409,18 @@ def _remember(cache: ScanState, settings: list[Any], moment: int, live: Live, co
         "tally": {family: [dict(counted.counts[family]),
                            {label: [entry.source for entry in newest] for label, newest in labels.items()}]
                   for family, labels in counted.kept.items()},
-        "entries": {source: (entry.id, entry.published, entry.updated, entry.is_published, entry.topics)
-                    for source, entry in kept.items()},
-        "feeds": [[f.spec.family, f.spec.path, f.spec.title, f.spec.label, f.total,
-                   [entry.source for entry in f.entries]] for f in feeds],
+        "entries": {source: entry[1:] for source, entry in kept.items()},
+        "feeds": [[astuple(f.spec), f.total, [entry.source for entry in f.entries]] for f in feeds],
         "articles": encoded,
     }
     statefiles.write_binary(cache.feeds_path, cache.key, header, payload)
+
+
+def _spec(fields: list[Any]) -> FeedSpec:
+    """A FeedSpec from its fields as _remember() kept them (astuple: its image as a tuple)."""
+    spec = FeedSpec(*fields)
+    image: Any = spec.image
+    return replace(spec, image=Image(*image)) if image is not None else spec
 
 
 def _next_due(held: Sequence[Summary]) -> datetime | None:
@@ -412,7 +432,7 @@ def _summary(index: scan_cache.Index, row: int) -> Summary | None:
     if c["kinds"][row] != ARTICLE:
         return None
     return Summary(index.paths[row], c["ids"][row], c["published"][row], c["updated"][row], c["flags"][row],
-                   c["topics"][row])
+                   c["topics"][row], *c["facets"][row])
 
 
 def _collection(index: scan_cache.Index, cache: ScanState) -> Collection:
@@ -439,8 +459,8 @@ def summaries(index: scan_cache.Index) -> list[Summary]:
     c = index.columns
     topics: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct list of topics
     new = tuple.__new__  # Summary(...) without the argument handling of its generated __new__
-    return [new(Summary, (path, entry_id, published, updated, flag, topics.setdefault(labels, labels)))
-            for path, kind, entry_id, published, updated, flag, labels
+    return [new(Summary, (path, entry_id, published, updated, flag, topics.setdefault(labels, labels), *facets))
+            for path, kind, entry_id, published, updated, flag, labels, facets
             in zip(index.paths, c["kinds"], c["ids"], c["published"], c["updated"], c["flags"], c["topics"],
-                   strict=False)
+                   c["facets"], strict=False)
             if kind == ARTICLE]

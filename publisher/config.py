@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "assets_base_url": None,
     "max_items": 50,
     "formats": ["atom", "rss", "json"],
+    "families": ["all", "topics"],
+    "curated": [],
     "precompress": True,
     "lock_timeout": "60s",
     "schedule": {
@@ -148,6 +150,19 @@ FORMAT_NAMES = ("atom", "rss", "json")
 STALE_WHILE_REVALIDATE = 86400
 
 
+FAMILY_NAMES = ("all", "topics", "providers")
+CURATED_KEYS = ("name", "title", "where", "max_items")
+WHERE_KEYS = ("min_quality", "min_heat", "types", "topics", "providers")
+
+
+@dataclass(frozen=True)
+class CuratedFeed:
+    name: str  # the file name under curated/
+    title: str
+    where: tuple[tuple[str, Any], ...]  # (condition, value) in WHERE_KEYS order; lists as tuples
+    max_items: int | None  # None: the top-level max_items
+
+
 @dataclass(frozen=True)
 class Config:
     source: Path | None
@@ -160,6 +175,8 @@ class Config:
     max_items: int
     site: SiteConfig
     formats: tuple[str, ...] = ("atom", "rss", "json")
+    families: tuple[str, ...] = ("all", "topics")
+    curated: tuple[CuratedFeed, ...] = ()
     precompress: bool = True
     lock_timeout: float = 60.0
     schedule: ScheduleConfig = ScheduleConfig(every=900.0, cron=None, timezone="UTC", misfire_grace=300.0)
@@ -290,6 +307,8 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
 
     formats = check("formats", lambda v: isinstance(v, list) and bool(v) and all(f in FORMAT_NAMES for f in v),
                     f"a non-empty list of formats from {', '.join(FORMAT_NAMES)}")
+    families = check("families", lambda v: isinstance(v, list) and all(f in FAMILY_NAMES for f in v),
+                     f"a list of feed families from {', '.join(FAMILY_NAMES)}")
     schedule = _schedule(values["schedule"], file, duration)
     watch = _watch(duration, flag, file)
     if store_bucket is not None:  # a bucket sends no change events: its mirror changes only while building
@@ -333,6 +352,8 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         max_items=max_items,
         site=site,
         formats=tuple(dict.fromkeys(formats)),
+        families=tuple(dict.fromkeys(families)),
+        curated=_curated(values["curated"], file),
         precompress=flag("precompress"),
         lock_timeout=duration("lock_timeout"),
         schedule=schedule,
@@ -436,6 +457,60 @@ def mirror_folder(state: Path, bucket: S3Location) -> Path:
     """Where the objects of a store bucket are mirrored (one folder per bucket and prefix)."""
     digest = hashlib.sha256(str(bucket).encode("utf-8")).hexdigest()[:16]
     return state / "s3-store" / digest
+
+
+def _curated(value: Any, file: str) -> tuple[CuratedFeed, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{file}: curated: expected a list of feeds (name, title, where), got {_describe(value)}")
+    feeds: list[CuratedFeed] = []
+    for index, item in enumerate(value):
+        key = f"curated[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{file}: {key}: expected a mapping with name, title, where, got {_describe(item)}")
+        _known_keys(item, CURATED_KEYS, key, file)
+        name, title, max_items = item.get("name"), item.get("title"), item.get("max_items")
+        if not (isinstance(name, str) and re.fullmatch(r"[a-z0-9]+(?:-[a-z0-9]+)*", name) and len(name) <= 80):
+            raise ConfigError(f"{file}: {key}.name: expected a file name of lower-case letters, digits and "
+                              f"single hyphens, like top-stories, got {_describe(name)}")
+        if any(feed.name == name for feed in feeds):
+            raise ConfigError(f"{file}: {key}.name: {name!r} names another curated feed already")
+        if not (isinstance(title, str) and is_xml_text(title) and title.strip()):
+            raise ConfigError(f"{file}: {key}.title: expected a non-empty title without control characters, "
+                              f"got {_describe(title)}")
+        if max_items is not None and not (isinstance(max_items, int) and not isinstance(max_items, bool)
+                                          and max_items > 0):
+            raise ConfigError(f"{file}: {key}.max_items: expected a whole number above 0, got "
+                              f"{_describe(max_items)}")
+        feeds.append(CuratedFeed(name, title.strip(), _where(item.get("where"), f"{key}.where", file), max_items))
+    return tuple(feeds)
+
+
+def _where(value: Any, key: str, file: str) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{file}: {key}: expected a mapping with at least one of {', '.join(WHERE_KEYS)}, "
+                          f"got {_describe(value)}")
+    _known_keys(value, WHERE_KEYS, key, file)
+    conditions: list[tuple[str, Any]] = []
+    for name in WHERE_KEYS:
+        if name not in value:
+            continue
+        given = value[name]
+        if name.startswith("min_"):
+            if isinstance(given, bool) or not isinstance(given, (int, float)):
+                raise ConfigError(f"{file}: {key}.{name}: expected a number, got {_describe(given)}")
+        elif isinstance(given, str):
+            given = [given]
+        elif not (isinstance(given, list) and given
+                  and all(isinstance(item, str) and item.strip() for item in given)):
+            raise ConfigError(f"{file}: {key}.{name}: expected a non-empty list of names, got {_describe(given)}")
+        conditions.append((name, tuple(given) if isinstance(given, list) else given))
+    return tuple(conditions)
+
+
+def _known_keys(value: Mapping[str, Any], known: tuple[str, ...], key: str, file: str) -> None:
+    unknown = sorted(str(name) for name in value if name not in known)
+    if unknown:
+        raise ConfigError(f"{file}: {key}.{unknown[0]}: unknown key (known keys here: {', '.join(sorted(known))})")
 
 
 def _author(value: Any, file: str) -> Author | None:

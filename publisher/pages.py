@@ -28,8 +28,8 @@ from lxml import etree
 from publisher import __version__
 from publisher.articles import Article, Image
 from publisher.config import SiteConfig
-from publisher.render import Format, feed_url
-from publisher.selection import FAMILIES, Family, Feed
+from publisher.render import Format, feed_description, feed_url
+from publisher.selection import ALL, BUILT_IN, FAMILIES, Family, Feed
 
 INDEX = "index.html"
 OPML = "feeds.opml"
@@ -100,9 +100,10 @@ _FILTER_SCRIPT = """\
 })();"""
 
 
-def site_pages(feeds: Iterable[Feed], formats: Sequence[Format], site: SiteConfig) -> dict[str, bytes]:
-    """`index.html` and `feeds.opml` for these feeds (output path -> bytes)."""
-    ordered = reading_order(feeds)
+def site_pages(feeds: Iterable[Feed], formats: Sequence[Format], site: SiteConfig,
+               families: Sequence[Family] = FAMILIES) -> dict[str, bytes]:
+    """`index.html` and `feeds.opml` for these feeds (output path -> bytes), grouped by `families`."""
+    ordered = reading_order(feeds, families)
     return {INDEX: index_html(ordered, formats, site), OPML: opml(ordered, formats, site)}
 
 
@@ -111,9 +112,9 @@ def page_path(feed: Feed) -> str:
     return f"{feed.spec.path}{PAGE_EXTENSION}"
 
 
-def reading_order(feeds: Iterable[Feed]) -> list[Feed]:
+def reading_order(feeds: Iterable[Feed], families: Sequence[Family] = FAMILIES) -> list[Feed]:
     """Family by family as configured (the overall feed first), then by name as a person reads it."""
-    rank = {family.name: index for index, family in enumerate(FAMILIES)}
+    rank = {family.name: index for index, family in enumerate(families)}
     return sorted(feeds, key=lambda feed: (rank.get(feed.spec.family, len(rank)),
                                            _collation_key(feed.spec.label or ""), feed.spec.path))
 
@@ -136,12 +137,13 @@ def _filter_text(name: str) -> str:
 
 
 def _family(name: str) -> Family:
-    found = next((family for family in FAMILIES if family.name == name), None)
+    found = BUILT_IN.get(name)
     return found or Family(name=name, path="", title="", labels=lambda article: ())
 
 
 def feed_name(feed: Feed) -> str:
-    """What a person calls the feed: its label (the topic), or for the overall feed, everything."""
+    """What a person calls the feed: its label (the topic, the provider, the curated feed's title), or for
+    the overall feed, everything."""
     return feed.spec.label or "All articles"
 
 
@@ -190,7 +192,7 @@ def feed_page(feed: Feed, formats: Sequence[Format], site: SiteConfig) -> bytes:
 
 
 def _description(feed: Feed, site: SiteConfig) -> str:
-    return site.description if feed.spec.label is None else f"{site.description} Topic: {feed.spec.label}."
+    return feed_description(feed, site)  # the words of the feed itself
 
 
 def _subscribe_item(feed: Feed, fmt: Format, site: SiteConfig) -> str:
@@ -353,7 +355,8 @@ def _document(lines: list[str]) -> bytes:
 
 def opml(feeds: Sequence[Feed], formats: Sequence[Format], site: SiteConfig) -> bytes:
     """Every feed once, in the first configured format: a reader subscribes to one format of each. Its
-    `htmlUrl` is the feed's own page."""
+    `htmlUrl` is the feed's own page. The overall feed at the top, every other family's feeds in an outline of
+    their own (feed readers import it as a folder)."""
     fmt = formats[0]
     root = etree.Element("opml", version="2.0")
     head = etree.SubElement(root, "head")
@@ -362,10 +365,17 @@ def opml(feeds: Sequence[Feed], formats: Sequence[Format], site: SiteConfig) -> 
         etree.SubElement(head, "ownerName").text = site.author.name
     etree.SubElement(head, "docs").text = OPML_DOCS
     body = etree.SubElement(root, "body")
+    groups: dict[str, etree._Element] = {}
     for feed in feeds:
-        etree.SubElement(body, "outline", {"type": "rss", "text": feed.spec.title, "title": feed.spec.title,
-                                           "xmlUrl": feed_url(site, feed, fmt),
-                                           "htmlUrl": f"{site.base_url}{page_path(feed)}"})
+        parent = body
+        if feed.spec.family != ALL.name:
+            parent = groups.get(feed.spec.family)
+            if parent is None:
+                heading = _family(feed.spec.family).display_name
+                parent = groups[feed.spec.family] = etree.SubElement(body, "outline", text=heading, title=heading)
+        etree.SubElement(parent, "outline", {"type": "rss", "text": feed.spec.title, "title": feed.spec.title,
+                                             "xmlUrl": feed_url(site, feed, fmt),
+                                             "htmlUrl": f"{site.base_url}{page_path(feed)}"})
     document: bytes = etree.tostring(root, pretty_print=True, xml_declaration=True, encoding="UTF-8")
     return document
 

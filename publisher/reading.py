@@ -1,8 +1,9 @@
 """Reading store files into records: on all cores for a cold build, in this process for a few files.
 
 A record is what one file yielded, as a flat tuple of plain values, cheap to send back from a worker
-process and to store: (kind, id, published, updated, is_published, topics, problems, encoded). Dates are
-microseconds since the epoch, problems (source, field, reason, fatal) tuples, `encoded` the marshalled
+process and to store: (kind, id, published, updated, is_published, topics, facets, problems, encoded), where
+facets are the article's (provider key, provider name, provider logo as an encoded Image, quality, heat,
+type). Dates are microseconds since the epoch, problems (source, field, reason, fatal) tuples, `encoded` the marshalled
 Article (encode_article); fields that do not apply are None. The result never depends on how many
 processes read the files, nor on which finished first.
 """
@@ -32,7 +33,7 @@ NO_FRONT_MATTER, UNREADABLE, ARTICLE, INVALID, NOT_ARTICLE = range(5)
 
 Record = tuple[Any, ...]
 Sink = tuple[Path, str]  # the record table to put encoded Articles in: its path and its cache key
-KIND, ID, PUBLISHED, UPDATED, IS_PUBLISHED, TOPICS, PROBLEMS, ENCODED = range(8)
+KIND, ID, PUBLISHED, UPDATED, IS_PUBLISHED, TOPICS, FACETS, PROBLEMS, ENCODED = range(9)
 
 # Below this many files to read, one process does it: starting workers would cost more than it saves
 # (reading a file costs about 0.3 ms; starting a worker, tens of milliseconds).
@@ -132,15 +133,18 @@ def read_record(root: Path, path: str, base: str | None) -> Record:
     try:
         document = store.read(root, path)
     except ArticleError as exc:
-        return (UNREADABLE, None, None, None, None, None, ((exc.source, exc.field, exc.reason, True),), None)
+        return (UNREADABLE, None, None, None, None, None, None, ((exc.source, exc.field, exc.reason, True),), None)
     if document is None:
-        return (NO_FRONT_MATTER, None, None, None, None, None, (), None)
+        return (NO_FRONT_MATTER, None, None, None, None, None, None, (), None)
     article, problems = read_article(document, base)
     encoded_problems = tuple((p.source, p.field, p.reason, p.fatal) for p in problems)
     if article is None:
-        return (INVALID if problems else NOT_ARTICLE, None, None, None, None, None, encoded_problems, None)
+        return (INVALID if problems else NOT_ARTICLE, None, None, None, None, None, None, encoded_problems, None)
+    logo = article.provider.logo if article.provider else None
+    facets = (article.provider_key, article.provider_name, _image(logo), article.quality, article.heat,
+              article.kind)
     return (ARTICLE, article.id, microseconds(article.published), microseconds(article.updated),
-            article.is_published, article.topics, encoded_problems, marshal.dumps(encode_article(article)))
+            article.is_published, article.topics, facets, encoded_problems, marshal.dumps(encode_article(article)))
 
 
 # An Article as nested tuples of plain values, in the order of its fields. Dates are microseconds since

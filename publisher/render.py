@@ -98,12 +98,15 @@ def _generator(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...])
     fg.author({"name": author.name if author else site.title,
                **({"email": author.email} if author and author.email else {}),
                **({"uri": author.uri} if author and author.uri else {})})
-    if site.icon:
-        fg.icon(site.icon)
-    if site.logo:
-        fg.logo(site.logo)
-        fg.image(url=site.logo, title=feed.spec.title, link=site.home)
-    if feed.spec.label:
+    # A feed with a logo of its own (a provider's) shows it as its icon, logo and RSS image.
+    own = feed.spec.image.url if feed.spec.image else None
+    icon, logo = (own, own) if own else (site.icon, site.logo)
+    if icon:
+        fg.icon(icon)
+    if logo:
+        fg.logo(logo)
+        fg.image(url=logo, title=feed.spec.title, link=site.home)
+    if feed.spec.category and feed.spec.label:
         fg.category(term=feed.spec.label)
     fg.generator(generator="publisher", version=__version__)
     # Never the build time (feedgen's default): readers would re-notify and HTTP caches would miss.
@@ -136,7 +139,10 @@ def _add_entry(fg: FeedGenerator, article: Article) -> None:
 
 
 def feed_description(feed: Feed, site: SiteConfig) -> str:
-    return site.description if feed.spec.label is None else f"{site.description} Topic: {feed.spec.label}."
+    spec = feed.spec
+    if spec.label is None:
+        return site.description
+    return f"{site.description} Topic: {spec.label}." if spec.category else f"{site.description} {spec.label}."
 
 
 def lead_image(article: Article) -> Image | None:
@@ -244,8 +250,9 @@ def _json_feed(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...])
         "description": feed_description(feed, site),
     }
     # JSON Feed's `icon` is the large square image and `favicon` the small one: the site's logo and icon.
-    if site.logo:
-        document["icon"] = site.logo
+    logo = feed.spec.image.url if feed.spec.image else site.logo
+    if logo:
+        document["icon"] = logo
     if site.icon:
         document["favicon"] = site.icon
     author = site.author

@@ -72,9 +72,9 @@ def cache_key(config: Config) -> str:
 
 
 # The index's columns besides paths and stats, one entry per file in path order: the record fields that
-# selection and counting need (reading.KIND .. reading.TOPICS). Problems are kept by path, for the few
+# selection and counting need (reading.KIND .. reading.FACETS). Problems are kept by path, for the few
 # files that have any; the encoded Articles live in the record table.
-RECORD_COLUMNS = ("kinds", "ids", "published", "updated", "flags", "topics")
+RECORD_COLUMNS = ("kinds", "ids", "published", "updated", "flags", "topics", "facets")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Feed selection: decide which articles are live and which feeds exist, and what each feed lists.
 
-Feed families (the overall feed, one feed per topic) are rows of one table driving one mechanism: a family
-says which labels an article belongs to, where the feed's files go and how it is titled.
+Feed families (the overall feed, one feed per topic, per provider, the curated feeds of the config) are rows
+of one table driving one mechanism: a family says which labels an article belongs to, where the feed's files
+go, how it is titled, and what else its feeds show (a category, a logo).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from operator import attrgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from publisher.articles import Article, Image
 
@@ -37,26 +38,108 @@ class Summary(NamedTuple):
     updated: int
     is_published: bool
     topics: tuple[str, ...]
+    # What provider feeds and curated feeds select by (reading.FACETS).
+    provider_key: str | None = None  # the provider's domain (lower case, no "www."), else its name
+    provider_name: str | None = None
+    provider_logo: tuple[Any, ...] | None = None  # an Image as a tuple (reading.encode_image)
+    quality: float | None = None
+    heat: float | None = None
+    kind: str | None = None  # the article's `type`
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
     path: str  # output path without extension; "{slug}" stands for the label's slug
-    title: str  # "{site}" is the site title, "{label}" the label
+    title: str  # "{site}" is the site title, "{label}" the feed's name
     labels: Callable[[Summary], Iterable[str]]
-    heading: str = ""  # what the index page calls the family's group of feeds; "" is the name, capitalized
+    heading: str = ""  # what the index page and the OPML call the family's group; "" is the name, capitalized
+    # The feed's name from its label and its newest entries (default: the label's most common spelling).
+    name_of: Callable[[str, Sequence[Summary]], str] | None = None
+    logo: Callable[[Summary], tuple[Any, ...] | None] | None = None  # the feed's image, from its newest entries
+    category: bool = False  # the feed's name is its category (and is said in its description)
+    limits: tuple[tuple[str, int], ...] = ()  # label -> max_items, for labels with a limit of their own
 
     @property
     def display_name(self) -> str:
         return self.heading or self.name.replace("_", " ").capitalize()
 
 
-FAMILIES: tuple[Family, ...] = (
-    Family(name="all", path="all", title="{site}", labels=lambda article: ("",), heading="Everything"),
-    Family(name="topics", path="topics/{slug}", title="{site}: {label}", labels=lambda article: article.topics,
-           heading="Topics"),
-)
+@dataclass(frozen=True)
+class Where:
+    """The conditions of a curated feed: every one given must hold."""
+
+    min_quality: float | None = None
+    min_heat: float | None = None
+    types: tuple[str, ...] | None = None
+    topics: tuple[str, ...] | None = None  # topic labels (matched like topics are: case and spacing ignored)
+    providers: tuple[str, ...] | None = None  # domains or names
+
+    def holds(self, article: Summary) -> bool:
+        if self.min_quality is not None and (article.quality is None or article.quality < self.min_quality):
+            return False
+        if self.min_heat is not None and (article.heat is None or article.heat < self.min_heat):
+            return False
+        if self.types is not None and article.kind not in self.types:
+            return False
+        if self.topics is not None and not any(topic_key(t) in self.topics for t in article.topics):
+            return False
+        return self.providers is None or any(name is not None and _provider_fold(name) in self.providers
+                                             for name in (article.provider_key, article.provider_name))
+
+
+def where(min_quality: float | None = None, min_heat: float | None = None, types: Iterable[str] | None = None,
+          topics: Iterable[str] | None = None, providers: Iterable[str] | None = None) -> Where:
+    """A Where with its topics and providers folded the way articles' are compared with them."""
+    return Where(min_quality, min_heat, None if types is None else tuple(types),
+                 None if topics is None else tuple(topic_key(t) for t in topics),
+                 None if providers is None else tuple(_provider_fold(p) for p in providers))
+
+
+def _provider_fold(name: str) -> str:
+    """Providers are named by domain or name, in any case, with or without "www."."""
+    folded = topic_key(name)
+    return folded[4:] if folded.startswith("www.") else folded
+
+
+@dataclass(frozen=True)
+class Curated:
+    name: str  # the file name under curated/, a slug
+    title: str
+    where: Where
+    max_items: int | None = None  # None: the top-level max_items
+
+
+def _most_common_name(label: str, entries: Sequence[Summary]) -> str:
+    names = Counter(entry.provider_name for entry in entries if entry.provider_name)
+    return _display_name(names) if names else label
+
+
+ALL = Family(name="all", heading="Everything", path="all", title="{site}", labels=lambda article: ("",))
+TOPICS = Family(name="topics", heading="Topics", path="topics/{slug}", title="{site}: {label}",
+                labels=lambda article: article.topics, category=True)
+PROVIDERS = Family(name="providers", heading="Providers", path="providers/{slug}", title="{site}: {label}",
+                   labels=lambda article: () if article.provider_key is None else (article.provider_key,),
+                   name_of=_most_common_name, logo=lambda article: article.provider_logo)
+BUILT_IN: dict[str, Family] = {family.name: family for family in (ALL, TOPICS, PROVIDERS)}
+FAMILIES: tuple[Family, ...] = (ALL, TOPICS)  # the default of config `families`
+
+
+def curated_family(feeds: Sequence[Curated]) -> Family:
+    """The curated feeds of the config as one family: an article's labels are the names of the feeds whose
+    conditions it meets."""
+    titles = {feed.name: feed.title for feed in feeds}
+    return Family(name="curated", heading="Curated", path="curated/{slug}", title="{site}: {label}",
+                  labels=lambda article: [feed.name for feed in feeds if feed.where.holds(article)],
+                  name_of=lambda label, entries: titles[label],
+                  limits=tuple((feed.name, feed.max_items) for feed in feeds if feed.max_items is not None))
+
+
+def families_of(names: Iterable[str], curated: Sequence[Curated] = ()) -> tuple[Family, ...]:
+    """The families a config asks for, the overall feed first, in the order they are listed on the index."""
+    chosen = set(names) | {"all"}
+    families = tuple(family for family in BUILT_IN.values() if family.name in chosen)
+    return families + (curated_family(curated),) if curated else families
 
 
 @dataclass(frozen=True)
@@ -64,8 +147,9 @@ class FeedSpec:
     family: str
     path: str  # relative to the output folder, without extension: "all", "topics/ai-in-healthcare"
     title: str
-    label: str | None  # the topic name for a topic feed
-    image: Image | None = None  # the feed's own logo (a provider's), shown on its page; None: the site's
+    label: str | None  # the feed's name in its family: the topic, the provider, the curated feed's title
+    category: bool = False  # the label is the feed's category (topic feeds)
+    image: Image | None = None  # the feed's own logo (a provider's); None: the site's
 
 
 @dataclass(frozen=True)
@@ -175,13 +259,14 @@ def tally(articles: Iterable[Summary], max_items: int, families: tuple[Family, .
     for family in families:
         counts = Counter(chain.from_iterable(map(family.labels, ordered)))
         kept: dict[str, list[Summary]] = {label: [] for label in counts}
+        limits = {label: _limit(family, label, max_items) for label in counts}
         filling = len(kept)  # labels whose list is not full yet: none left, no need to look further
         for article in ordered:
             for label in family.labels(article):
                 newest = kept[label]
-                if len(newest) < max_items:
+                if len(newest) < limits[label]:
                     newest.append(article)
-                    if len(newest) == max_items:
+                    if len(newest) == limits[label]:
                         filling -= 1
             if not filling:
                 break
@@ -218,9 +303,17 @@ def updated_tally(previous: Tally, removed: Iterable[Summary], added: Iterable[S
                 kept.setdefault(label, []).append(article)
                 grown.add(label)
         for label in grown:
-            kept[label] = newest_first(kept[label])[:max_items]
+            kept[label] = newest_first(kept[label])[:_limit(family, label, max_items)]
         result.counts[family.name], result.kept[family.name] = counts, kept
     return result
+
+
+def _image(encoded: tuple[Any, ...] | None) -> Image | None:
+    return None if encoded is None else Image(*encoded)
+
+
+def _limit(family: Family, label: str, max_items: int) -> int:
+    return dict(family.limits).get(label, max_items)
 
 
 def feeds_from(counted: Tally, site_title: str, max_items: int,
@@ -237,15 +330,18 @@ def feeds_from(counted: Tally, site_title: str, max_items: int,
         slugs = assign_slugs(names)
         for key, labels in spellings.items():
             label = names[key]
+            # Spellings of one topic ("AI", "ai") each kept their newest: merge them, newest first.
+            entries = newest_first(a for spelling in labels for a in kept[spelling])[
+                :_limit(family, label, max_items)] if len(labels) > 1 else kept[label]
+            name = family.name_of(label, entries) if family.name_of else label
             spec = FeedSpec(
                 family=family.name,
                 path=family.path.format(slug=slugs[key]),
-                title=family.title.format(site=site_title, label=label),
-                label=label or None,
+                title=family.title.format(site=site_title, label=name),
+                label=name or None,
+                category=family.category,
+                image=_image(next(filter(None, map(family.logo, entries)), None)) if family.logo else None,
             )
-            # Spellings of one topic ("AI", "ai") each kept their newest: merge them, newest first.
-            entries = newest_first(a for spelling in labels for a in kept[spelling])[:max_items] \
-                if len(labels) > 1 else kept[label]
             feeds.append(SelectedFeed(spec=spec, entries=tuple(entries), total=sum(labels.values())))
     if not any(feed.spec.family == families[0].name for feed in feeds):
         # The overall feed always exists, even empty: subscribers must never get a 404 for it.

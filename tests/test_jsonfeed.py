@@ -169,7 +169,7 @@ def test_formats_choose_the_files_written(tmp_path, formats):
     expected = sorted([f"{feed}{ext}" for feed in ("all", "topics/ai") for ext in [*extensions, ".html"]]
                       + ["feeds.opml", "index.html"])
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == expected
-    outlines = etree.parse(str(out / "feeds.opml")).findall(".//outline")
+    outlines = etree.parse(str(out / "feeds.opml")).findall(".//outline[@type='rss']")
     assert [o.get("xmlUrl") for o in outlines] == [f"{SITE['base_url']}{feed}{extensions[0]}"
                                                    for feed in ("all", "topics/ai")]
     index = (out / "index.html").read_text(encoding="utf-8")

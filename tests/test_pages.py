@@ -268,8 +268,12 @@ def test_opml_lists_every_feed_once(out):
     assert root.tag == "opml" and root.get("version") == "2.0"
     assert root.findtext("head/title") == HOSTILE_TITLE
     assert root.findtext("head/docs") == "http://opml.org/spec2.opml"
-    outlines = root.findall("body/outline")
+    outlines = root.findall(".//outline[@type='rss']")
     assert sorted(local(out, o.get("xmlUrl")) for o in outlines) == feeds(out)
+    # The overall feed at the top, the topic feeds in a "Topics" outline (a folder in a feed reader).
+    top = root.findall("body/outline")
+    assert [o.get("text") for o in top] == [f"{HOSTILE_TITLE}", "Topics"]
+    assert top[1].get("type") is None and top[1].findall("outline") == outlines[1:]
     for outline in outlines:
         title = feedparser.parse(local(out, outline.get("xmlUrl")).read_bytes()).feed.title
         assert outline.get("type") == "rss"
@@ -286,7 +290,7 @@ def test_empty_store_still_has_pages(tmp_path):
     root = parse(tmp_path / "out" / "index.html")
     assert text(root.find("body/main/section/ul/li/span")) == "No articles yet."
     assert "No articles yet." in text(parse(tmp_path / "out" / "all.html").find("body/main"))
-    assert len(etree.parse(str(tmp_path / "out" / "feeds.opml")).findall("body/outline")) == 1
+    assert len(etree.parse(str(tmp_path / "out" / "feeds.opml")).findall(".//outline")) == 1
 
 
 def test_pages_change_only_with_what_they_show(tmp_path, out):
@@ -307,4 +311,4 @@ def test_pages_change_only_with_what_they_show(tmp_path, out):
             "topics/new.html.gz"} <= set(written)
     assert re.search(r'<a class="name" href="topics/new.html">New</a>', (out / "index.html").read_text("utf-8"))
     assert urlsplit(f"{BASE}topics/new.atom").path in {
-        urlsplit(o.get("xmlUrl")).path for o in etree.parse(str(out / "feeds.opml")).findall("body/outline")}
+        urlsplit(o.get("xmlUrl")).path for o in etree.parse(str(out / "feeds.opml")).findall(".//outline[@xmlUrl]")}
