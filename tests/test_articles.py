@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
 from publisher.articles import UNKNOWN_TYPE, guess_image_type, parse_datetime, read_article
 from publisher.store import Document
-from publisher.urls import InvalidURL, publishable
+from publisher.urls import InvalidURL, canonical, entry_id, publishable
 
 BASE = "https://everyday-cc.github.io/ai/"
 
@@ -178,3 +179,11 @@ def test_host_names_go_through_idna(url, expected):
 def test_host_names_idna_refuses(url):
     with pytest.raises(InvalidURL, match="no valid host"):
         publishable(url, None)
+
+
+@pytest.mark.parametrize("url", [
+    "https://example.com/a", "http://www.Example.com:443/a/?utm_source=x&b=1#frag", "https://例え.jp/パス",
+    "https://example.com/?q=a+b&q=c%20d", "https://example.com", "https://example.com:8080/x/",
+])
+def test_entry_id_is_the_uuid5_of_the_canonical_url(url):
+    assert entry_id(url) == uuid.uuid5(uuid.NAMESPACE_URL, canonical(url)).urn
