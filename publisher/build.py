@@ -44,7 +44,7 @@ class BuildReport:
 
     @property
     def ok(self) -> bool:
-        return not self.writes.failed
+        return self.writes.ok
 
     @property
     def published(self) -> int:
@@ -117,7 +117,8 @@ def build(config: Config, now: datetime | None = None,
         # Stopping before the first write leaves every served file as it was.
         raise BuildInterrupted("stop requested before writing; nothing written")
     writes = target.publish(files, known.kept, stop_requested)
-    known.record(writes)
+    if writes.ok:  # a build that could not publish leaves the state as the served files are
+        known.record(writes)
     pings = ping_hubs(config.websub.hubs, changed_feed_urls(writes.written, config.site.base_url),
                       user_agent(config.site.home))
     skipped = Counter(invalid=collection.invalid, unpublished=live.unpublished, scheduled=live.scheduled,

@@ -5,8 +5,8 @@
   coalesce=True and a misfire grace time, so a slow build never stacks up runs.
 - When the store holds articles dated in the future, a one-off build is scheduled for the moment the
   earliest one falls due.
-- SIGTERM and SIGINT stop it: the build in progress finishes the file it is writing (or, before writing,
-  writes nothing), then the process exits 0. SIGHUP reloads the config file; an invalid new config is
+- SIGTERM and SIGINT stop it: a build still staging its files publishes nothing (one already renaming
+  them finishes), then the process exits 0. SIGHUP reloads the config file; an invalid new config is
   reported and the old one stays in force.
 - A failing build is logged with its cause and retried at the next run; the served feeds stay as they were.
 - Unless `watch.enabled` is false, the store is watched (watch.py): a burst of changes asks for one build,

@@ -1,23 +1,30 @@
-"""Writing: put rendered files into the served output folder without ever exposing a half-written one.
+"""Writing: put rendered files into the served output folder so that readers always see one whole build.
 
-Every file is written to a temporary file in its own folder, flushed, fsynced and renamed over the old one
-(`os.replace` is atomic on POSIX), and only when its bytes differ. A manifest in the state folder lists the
-files the publisher owns there, so that a feed that disappears is removed and no other file is touched.
+Publishing is all or nothing. Every changed file is first *staged*: written under a temporary name in its
+final folder, flushed and fsynced. Only when every one of them is staged are they renamed over the old
+files (`os.replace` is atomic on POSIX, and a rename in one folder cannot run out of space), then the
+folders are fsynced. If any file cannot be staged (full disk, permission denied, a path that is a file),
+every temporary is removed and no served file changes. Unchanged bytes are never rewritten.
+
+A manifest in the state folder lists the files the publisher owns there, so that a feed that disappears is
+removed and no other file is touched. It changes only after the renames.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from publisher.errors import WriteError
+from publisher.errors import BuildInterrupted, WriteError
 from publisher.precompress import SUFFIX as GZIP_SUFFIX
-from publisher.statefiles import TEMP_SUFFIX, fsync_folder, read_state_json, write_atomic
+from publisher.statefiles import FILE_MODE, TEMP_SUFFIX, fsync_folder, read_state_json, write_atomic
 from publisher.wording import by_cause, plural
 
 logger = logging.getLogger(__name__)
@@ -30,7 +37,11 @@ class WriteResult:
     written: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, cause)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, cause); when any, nothing changed
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
     def describe(self) -> str:
         """The counts, for the summary line."""
@@ -42,6 +53,15 @@ class WriteResult:
         return by_cause(self.failed, "not written")
 
 
+@dataclass
+class _Staged:
+    """Files written under temporary names beside their targets, waiting to be renamed into place."""
+
+    files: dict[str, Path] = field(default_factory=dict)  # relative path -> its temporary file
+    folders: list[Path] = field(default_factory=list)  # folders made for them, deepest last
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
 def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
                   stop_requested: Callable[[], bool] = lambda: False,
                   keep: Iterable[str] = ()) -> WriteResult:
@@ -49,53 +69,131 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
     plus the files named in `keep`: files of the publisher's that are known to be as they should be (a feed
     that did not change), left untouched and reported unchanged.
 
-    `stop_requested` is asked between files: a daemon told to stop finishes the file it is on, and the
-    manifest still records every file that may exist.
+    All or nothing: when a file cannot be staged, the result lists it under `failed` with its cause and
+    nothing in `output` nor the manifest has changed. `stop_requested` is asked between staged files: a stop
+    before every file is staged discards them all and raises BuildInterrupted.
     """
-    result = WriteResult()
     output.mkdir(parents=True, exist_ok=True)
     remove_temporaries(output)
     owned = read_manifest(manifest, output)
     kept = set(keep) - set(files)
-    present = set(files) | kept
-    # Record what is about to exist before writing it: a crash in between must not orphan a file.
-    save_manifest(manifest, output, owned | present)
-    folders: set[Path] = set()  # where files were renamed into place: each folder is synced once, at the end
-    for relative in sorted(present):
-        if stop_requested():
-            logger.info("stop requested: %d files left unwritten", len(present) - len(result.written)
-                        - len(result.unchanged) - len(result.failed))
-            break
-        if relative in kept:
+    result = WriteResult(unchanged=sorted(kept))
+    changed: dict[str, bytes] = {}
+    for relative in sorted(files):
+        if _same_bytes(inside(output, relative), files[relative]):
             result.unchanged.append(relative)
-            continue
+        else:
+            changed[relative] = files[relative]
+    result.unchanged.sort()
+    staged = _stage(output, changed, stop_requested)
+    if staged.failed:
+        _discard(staged)
+        result.failed = staged.failed
+        return result
+    result.written = _publish(output, staged)
+    result.failed = staged.failed
+    for relative in sorted(set(files) - set(changed)):  # a copy left by an older version, say, takes its
+        _match_original_mtime(output, relative)         # file's time
+    present = set(files) | kept
+    for relative in sorted(owned - present):
+        if _remove(output, relative):
+            result.removed.append(relative)
+        else:
+            present.add(relative)
+    save_manifest(manifest, output, present)
+    return result
+
+
+def _stage(output: Path, changed: Mapping[str, bytes], stop_requested: Callable[[], bool]) -> _Staged:
+    """Write every changed file durably under a temporary name in its final folder. Goes on after a failure,
+    so that every cause is found in one build (the caller discards what was staged)."""
+    staged = _Staged()
+    for relative, data in changed.items():
+        if stop_requested():
+            _discard(staged)
+            raise BuildInterrupted(f"stop requested while staging; {plural(len(changed), 'file')} not "
+                                   "published, the served files are as they were")
         target = inside(output, relative)
         try:
-            mtime_ns = _original_mtime(output, relative, present)
-            if _same_bytes(target, files[relative]):
-                if mtime_ns is not None and target.stat().st_mtime_ns != mtime_ns:
-                    os.utime(target, ns=(mtime_ns, mtime_ns))  # a copy left by an older version, say
-                result.unchanged.append(relative)
-                continue
-            write_atomic(target, files[relative], sync_folder=False, mtime_ns=mtime_ns)
-            folders.add(target.parent)
+            staged.folders += _make_folders(output, target.parent)
+            staged.files[relative] = _write_temporary(target, data, _original_mtime(output, relative, staged))
         except OSError as exc:
-            cause = exc.strerror or str(exc)
-            logger.debug("%s: not written, the previous version stays: %s", target, cause)
-            result.failed.append((relative, cause))
+            cause = _cause(output, target, exc)
+            logger.debug("%s: cannot be staged: %s", target, cause)
+            staged.failed.append((relative, cause))
+    return staged
+
+
+def _publish(output: Path, staged: _Staged) -> list[str]:
+    """Rename every staged file over its target, deepest folders first (the topic feeds before the index
+    that links to them), then make the renames durable."""
+    written = []
+    for relative in sorted(staged.files, key=lambda name: (-name.count("/"), name)):
+        target = inside(output, relative)
+        try:
+            os.replace(staged.files[relative], target)
+        except OSError as exc:  # not expected once staged (same folder, no new space); told, never hidden
+            staged.failed.append((relative, _cause(output, target, exc)))
+            staged.files[relative].unlink(missing_ok=True)
             continue
         logger.debug("wrote %s", target)
-        result.written.append(relative)
-    else:
-        for relative in sorted(owned - present):
-            if _remove(output, relative):
-                result.removed.append(relative)
-            else:
-                present.add(relative)
-        save_manifest(manifest, output, present)
-    for folder in sorted(folders):  # the renames above are durable from here on
+        written.append(relative)
+    for folder in sorted({inside(output, relative).parent for relative in written}):
         fsync_folder(folder)
-    return result
+    return sorted(written)
+
+
+def _discard(staged: _Staged) -> None:
+    """Remove every temporary, and the folders made for them when they are empty again."""
+    for temporary in staged.files.values():
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+    staged.files.clear()
+    for folder in reversed(staged.folders):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: a folder something else put a file in stays
+
+
+def _make_folders(output: Path, folder: Path) -> list[Path]:
+    """Make `folder` and any missing parent up to `output`; the ones made, outermost first."""
+    missing = []
+    while folder != output and not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir()
+    return list(reversed(missing))
+
+
+def _write_temporary(target: Path, data: bytes, mtime_ns: int | None = None) -> Path:
+    """`data` in a new temporary file beside `target`, flushed and fsynced, with the modification time
+    `mtime_ns` when given; its path."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, FILE_MODE)
+        if mtime_ns is not None:
+            os.utime(temporary, ns=(mtime_ns, mtime_ns))
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+    return temporary
+
+
+def _cause(output: Path, target: Path, exc: OSError) -> str:
+    """Why a file cannot be staged, said plainly: a folder in its path that is a file is named."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        for folder in [target.parent, *target.parent.parents]:
+            if folder == output:
+                break
+            if folder.exists() and not folder.is_dir():
+                return f"{folder.relative_to(output).as_posix()} is a file, not a folder"
+    return exc.strerror or str(exc)
 
 
 def inside(output: Path, relative: str) -> Path:
@@ -106,17 +204,27 @@ def inside(output: Path, relative: str) -> Path:
     return output.joinpath(*parts)
 
 
-def _original_mtime(output: Path, relative: str, present: set[str]) -> int | None:
-    """For a gzip copy (`all.atom.gz`) of a file also written (`all.atom`, which sorts, and so is written,
-    first): that file's modification time, which the copy takes. A server then sees at once whether a copy
-    belongs to its file (`publisher serve` checks; nginx's gzip_static does not, but the two never differ),
-    and a URL never answers with two bodies of different ages."""
-    if not relative.endswith(GZIP_SUFFIX) or relative.removesuffix(GZIP_SUFFIX) not in present:
+def _original_mtime(output: Path, relative: str, staged: _Staged) -> int | None:
+    """For a gzip copy (`all.atom.gz`): the modification time of its file (`all.atom`, which sorts, and so is
+    staged, first), which the copy takes. A server then sees at once whether a copy belongs to its file
+    (`publisher serve` checks; nginx's gzip_static does not, but the two never differ), and a URL never
+    answers with two bodies of different ages. None for a file that is not a copy, or whose file is gone."""
+    if not relative.endswith(GZIP_SUFFIX):
         return None
+    original = relative.removesuffix(GZIP_SUFFIX)
     try:
-        return inside(output, relative.removesuffix(GZIP_SUFFIX)).stat().st_mtime_ns
+        where = staged.files[original] if original in staged.files else inside(output, original)
+        return where.stat().st_mtime_ns
     except FileNotFoundError:
         return None
+
+
+def _match_original_mtime(output: Path, relative: str) -> None:
+    mtime_ns = _original_mtime(output, relative, _Staged())
+    target = inside(output, relative)
+    with contextlib.suppress(OSError):
+        if mtime_ns is not None and target.stat().st_mtime_ns != mtime_ns:
+            os.utime(target, ns=(mtime_ns, mtime_ns))
 
 
 def remove_temporaries(output: Path) -> list[Path]:
@@ -167,7 +275,7 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         if path.stat().st_size != len(data):
             return False
         return path.read_bytes() == data
-    except FileNotFoundError:
+    except OSError:  # missing, or in the way (a folder that is a file): writing it will say why
         return False
 
 

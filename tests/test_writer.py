@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from publisher import cli
-from publisher.errors import WriteError
+from publisher.errors import BuildInterrupted, WriteError
+from publisher.wording import by_cause
 from publisher.writer import TEMP_SUFFIX, inside, manifest_path, read_manifest, write_outputs
-from tests.conftest import write_article, write_config
+from tests.conftest import run_cli, snapshot, write_article, write_config
 
 
 def failing_in(folder: Path, code: int):
@@ -81,13 +85,47 @@ def test_corrupt_manifest_is_reported_not_trusted(places, caplog):
     assert read_manifest(manifest, out) == set()
 
 
-def test_stop_request_finishes_the_current_file_only(places):
+def test_stop_request_while_staging_publishes_nothing(places):
     out, manifest = places
+    write_outputs(out, {"a": b"old", "b": b"old"}, manifest)
     asked = []
-    result = write_outputs(out, {"a": b"1", "b": b"2", "c": b"3"}, manifest,
-                           stop_requested=lambda: len(asked.append(1) or asked) > 2)
-    assert result.written == ["a", "b"] and not (out / "c").exists()
-    assert read_manifest(manifest, out) == {"a", "b", "c"}  # may exist: never orphaned
+    with pytest.raises(BuildInterrupted):
+        write_outputs(out, {"a": b"1", "b": b"2", "c": b"3"}, manifest,
+                      stop_requested=lambda: len(asked.append(1) or asked) > 2)
+    assert sorted(p.name for p in out.iterdir()) == ["a", "b"] and not list(out.rglob(f"*{TEMP_SUFFIX}"))
+    assert (out / "a").read_bytes() == b"old" and read_manifest(manifest, out) == {"a", "b"}
+
+
+def test_a_file_that_cannot_be_staged_changes_nothing(places):
+    """All or nothing: `topics` is a file, so no topic feed can be staged; the top-level file that could be
+    must not change either, no folder is left behind, and the manifest stays as it was."""
+    out, manifest = places
+    write_outputs(out, {"all.xml": b"old", "gone.xml": b"old"}, manifest)
+    (out / "topics").write_bytes(b"an operator's file")
+    before = snapshot(out)
+    manifest_before = manifest.read_bytes()
+    files = {"all.xml": b"new", "topics/ai.xml": b"new", "topics/ml.xml": b"new", "new/deep/x.xml": b"new"}
+    (out / "new").mkdir()
+    (out / "new" / "deep").write_bytes(b"also a file")
+    result = write_outputs(out, files, manifest)
+    assert result.failed == [("new/deep/x.xml", "new/deep is a file, not a folder"),
+                             ("topics/ai.xml", "topics is a file, not a folder"),
+                             ("topics/ml.xml", "topics is a file, not a folder")]
+    assert result.written == [] and result.removed == []
+    assert snapshot(out) == {**before, "new/deep": snapshot(out)["new/deep"]}
+    assert not list(out.rglob(f"*{TEMP_SUFFIX}")) and manifest.read_bytes() == manifest_before
+    assert by_cause(result.failed, "not written") == [
+        "1 file not written: new/deep is a file, not a folder (new/deep/x.xml)",
+        "2 files not written: topics is a file, not a folder (first: topics/ai.xml)"]
+
+
+def test_new_folders_made_for_a_failed_build_are_removed(places):
+    out, manifest = places
+    write_outputs(out, {"a.xml": b"old"}, manifest)
+    (out / "b").write_bytes(b"a file in the way")
+    result = write_outputs(out, {"a.xml": b"new", "fresh/x.xml": b"new", "b/y.xml": b"new"}, manifest)
+    assert [path for path, _ in result.failed] == ["b/y.xml"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.xml", "b"] and (out / "a.xml").read_bytes() == b"old"
 
 
 @pytest.mark.parametrize("relative", ["../x", "/etc/passwd", "a/../../x", "", "..", "a/.."])
@@ -109,5 +147,85 @@ def test_cli_reports_a_failed_write_with_its_own_exit_code(tmp_path, monkeypatch
     monkeypatch.setattr("publisher.writer.os.replace", failing_in(tmp_path / "out", errno.EACCES))
     assert cli.main(["build", "-q", "-c", str(config)]) == cli.EXIT_WRITE
     err = capsys.readouterr().err
-    assert err == "Error: 16 files not written: Permission denied (first: all.atom)\n"  # 2 feeds x 4 files, and copies
+    assert re.fullmatch(r"Error: \d+ files not written: Permission denied \(first: \S+\)\n", err), err
     assert b"Changed" not in (tmp_path / "out" / "all.atom").read_bytes()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """An output folder that cannot take a new build: a 2 MiB tmpfs, filled up by `fill`, when the tests run
+    as root (CI does); else a folder made read-only. Yields (folder, fill, unfill)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = False
+    if os.geteuid() == 0:  # root ignores file modes: only a really full file system will do
+        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=755", "tmpfs", str(folder)],
+                               capture_output=True, text=True)
+        if mount.returncode != 0:
+            pytest.fail(f"cannot mount a small tmpfs for the full-disk test: {mount.stderr.strip()}")
+        mounted = True
+    filler = folder / "filler"
+
+    def fill() -> None:
+        if not mounted:
+            for path in [folder, *folder.rglob("*")]:
+                if path.is_dir():
+                    path.chmod(0o555)
+            return
+        with filler.open("wb", buffering=0) as stream:
+            try:
+                while True:
+                    stream.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+
+    def unfill() -> None:
+        if mounted:
+            filler.unlink()
+        else:
+            for path in [folder, *folder.rglob("*")]:
+                if path.is_dir():
+                    path.chmod(0o755)
+
+    try:
+        yield folder, fill, unfill
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+        else:
+            unfill()
+
+
+def test_a_full_disk_changes_no_served_byte_and_says_so_in_one_line(tmp_path, small_disk):
+    folder, fill, unfill = small_disk
+    store = tmp_path / "store"
+    for n in range(30):
+        write_article(store, f"a{n:02d}.md", title=f"Story {n}", topics=[f"Topic {n % 10}", "AI"],
+                      publishedDateTime=f"2024-01-{1 + n % 28:02d}T00:00:00Z")
+    config = write_config(tmp_path, output=str(folder))
+    assert run_cli("build", "-q", "-c", config).returncode == 0
+    before = snapshot(folder)
+    fill()
+    for n in range(30):  # every feed changes
+        write_article(store, f"a{n:02d}.md", title=f"Changed story {n}", topics=[f"Topic {n % 10}", "AI"],
+                      publishedDateTime=f"2024-01-{1 + n % 28:02d}T00:00:00Z")
+
+    result = run_cli("build", "-c", config)
+    assert result.returncode == 4 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert re.fullmatch(r"Error: \d+ files not written: [^()]+ \(first: \S+\)", line), line
+    served = {path: value for path, value in snapshot(folder).items() if path != "filler"}
+    assert served == before  # every byte and every modification time
+
+    status = run_cli("status", "--json", "-c", config)
+    data = json.loads(status.stdout)
+    assert status.returncode == 1 and data["last_result"] == "failed"
+    assert data["last_error"] == line.removeprefix("Error: ") and len(data["failures"]) == int(line.split()[1])
+    text = run_cli("status", "-c", config).stdout
+    assert [row for row in text.splitlines() if row.startswith("error:")] == [f"error:         {data['last_error']}"]
+
+    unfill()  # room again: the next build finishes the job
+    again = run_cli("build", "-q", "-c", config)
+    assert again.returncode == 0 and again.stdout == again.stderr == ""
+    assert b"Changed story 29" in (folder / "all.atom").read_bytes()
+    assert not list(folder.rglob(f"*{TEMP_SUFFIX}"))
