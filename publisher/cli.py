@@ -20,7 +20,7 @@ from publisher.daemon import run_daemon
 from publisher.errors import ConfigError, PublisherError, ServeError, StoreError
 from publisher.jobs import locked_build
 from publisher.lease import LeaseHeld
-from publisher.lock import LockTimeout
+from publisher.lock import DaemonRunning, LockTimeout, daemon_pid
 from publisher.logs import JsonFormatter
 from publisher.mirror import store_label
 from publisher.s3 import is_s3_url
@@ -35,8 +35,8 @@ EXIT_PROBLEMS = 1  # build --strict: an article was skipped; check: problems fou
 EXIT_CONFIG = 2  # invalid config or command line
 EXIT_STORE = 3  # the store cannot be read
 EXIT_WRITE = 4  # an output file could not be written (the previous one stays)
-EXIT_LOCKED = 75  # another build held the lock past lock_timeout, or another publisher holds the bucket's
-#                   lease (EX_TEMPFAIL: try again later)
+EXIT_LOCKED = 75  # another build held the lock past lock_timeout, another daemon runs on the state folder,
+#                   or another publisher holds the bucket's lease (EX_TEMPFAIL: try again later)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,7 +165,11 @@ def _check(args: argparse.Namespace, config: Config) -> int:
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
-    return run_daemon(args.config, config, _overrides(args))
+    try:
+        return run_daemon(args.config, config, _overrides(args))
+    except DaemonRunning as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
@@ -176,11 +180,13 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         else:
             print(f"Error: no status yet in {config.state}: no build has run with this config", file=sys.stderr)
         return EXIT_PROBLEMS
-    healthy, verdict = assess(status, config)
+    daemon = daemon_pid(config.state)
+    healthy, verdict = assess(status, config, daemon)
     if args.json:
-        print(json.dumps({**asdict(status), "healthy": healthy, "verdict": verdict}, indent=1, sort_keys=True))
+        print(json.dumps({**asdict(status), "daemon_pid": daemon, "healthy": healthy, "verdict": verdict},
+                         indent=1, sort_keys=True))
     else:
-        print(format_status(status, verdict))
+        print(format_status(status, verdict, daemon))
     return EXIT_OK if healthy else EXIT_PROBLEMS
 
 

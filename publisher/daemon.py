@@ -38,7 +38,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from publisher.config import Config, load_config
 from publisher.errors import BuildInterrupted, ConfigError, PublisherError
 from publisher.jobs import locked_build
-from publisher.lock import LockTimeout
+from publisher.lock import DaemonLock, LockTimeout
 from publisher.schedule import trigger
 from publisher.status import timestamp, update_status
 from publisher.targets import open_target
@@ -255,4 +255,7 @@ def _describe(config: Config) -> str:
 
 
 def run_daemon(config_path: Path, config: Config, overrides: Mapping[str, Any] | None = None) -> int:
-    return Daemon(config_path, config, overrides).run()
+    """Run the daemon while holding the daemon lock of the state folder; raises DaemonRunning (touching
+    nothing) when another `publisher run` holds it."""
+    with DaemonLock(config.state):
+        return Daemon(config_path, config, overrides).run()

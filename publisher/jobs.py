@@ -11,8 +11,8 @@ from typing import Any
 from publisher.build import BuildReport, build
 from publisher.config import Config
 from publisher.errors import BuildInterrupted
-from publisher.lock import BuildLock
-from publisher.status import daemon_running, timestamp, update_status
+from publisher.lock import BuildLock, daemon_pid
+from publisher.status import timestamp, update_status
 from publisher.targets import Target, open_target
 
 logger = logging.getLogger(__name__)
@@ -28,8 +28,8 @@ def locked_build(config: Config, now: datetime | None = None,
     with BuildLock(config.state, config.lock_timeout):
         # A build beside a live daemon (or by it) reports into the daemon's status; otherwise it takes over
         # the status file, so a daemon replaced by cron does not leave "daemon stopped" behind forever.
-        takeover = {} if daemon_running(config.state) else {"mode": "build", "pid": None, "next_run": None,
-                                                            "watcher": None}
+        takeover = {} if daemon_pid(config.state) is not None else {"mode": "build", "pid": None,
+                                                                   "next_run": None, "watcher": None}
         update_status(config.state, state="building", last_started=timestamp(), last_trigger=trigger, **takeover)
         try:
             if target is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -80,18 +79,19 @@ def timestamp(moment: datetime | None = None) -> str:
     return (moment or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
 
 
-def assess(status: Status, config: Config, now: datetime | None = None) -> tuple[bool, str]:
-    """Is the publisher healthy? A verdict a person (or a monitoring check) can act on."""
+def assess(status: Status, config: Config, daemon: int | None,
+           now: datetime | None = None) -> tuple[bool, str]:
+    """Is the publisher healthy? A verdict a person (or a monitoring check) can act on. `daemon`: the pid
+    holding the daemon lock of the state folder (lock.daemon_pid), None when no daemon runs."""
     now = now or datetime.now(UTC)
-    if status.mode == "daemon":
+    if daemon is None and status.mode == "daemon":
         if status.state == "stopped":
-            return False, f"daemon stopped (pid {status.pid})"
-        if status.pid is not None and not _alive(status.pid):
-            return False, f"daemon not running: pid {status.pid} is gone without a clean stop"
-        if status.next_run and status.state != "building":
-            overdue = (now - datetime.fromisoformat(status.next_run)).total_seconds()
-            if overdue > config.schedule.misfire_grace + 60:
-                return False, f"stuck: the next build was due at {status.next_run}"
+            return False, "daemon stopped"
+        return False, f"daemon not running: pid {status.pid} is gone without a clean stop"
+    if daemon is not None and status.next_run and status.state != "building":
+        overdue = (now - datetime.fromisoformat(status.next_run)).total_seconds()
+        if overdue > config.schedule.misfire_grace + 60:
+            return False, f"stuck: the next build was due at {status.next_run}"
     if status.last_result is None:
         return status.state == "building", ("first build running" if status.state == "building"
                                             else "no build has finished yet")
@@ -102,12 +102,13 @@ def assess(status: Status, config: Config, now: datetime | None = None) -> tuple
     return True, "ok"
 
 
-def format_status(status: Status, verdict: str) -> str:
+def format_status(status: Status, verdict: str, daemon: int | None) -> str:
     counts = status.counts or {}
     skipped = ", ".join(f"{k} {v}" for k, v in (counts.get("skipped") or {}).items()) or "none"
     lines = [
         f"status:        {verdict}",
-        f"mode:          {status.mode}{f' (pid {status.pid}, {status.state})' if status.mode == 'daemon' else ''}",
+        f"mode:          {status.mode}{f' ({status.state})' if status.mode == 'daemon' else ''}",
+        f"daemon:        {f'running, pid {daemon}' if daemon is not None else 'not running'}",
         f"last build:    {status.last_started or '-'} -> {status.last_finished or '-'}: {status.last_result or '-'}",
         f"triggered by:  {status.last_trigger or ('-' if status.mode == 'daemon' else 'command')}",
         f"last success:  {status.last_success or '-'}",
@@ -139,19 +140,3 @@ def watcher_line(watcher: dict[str, Any] | None) -> str:
     if watcher.get("error"):
         line += f" (last error: {watcher['error']})"
     return line
-
-
-def daemon_running(folder: Path) -> bool:
-    status = read_status(folder)
-    return (status is not None and status.mode == "daemon" and status.state != "stopped"
-            and status.pid is not None and _alive(status.pid))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, under another user
-    return True

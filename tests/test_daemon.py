@@ -116,9 +116,10 @@ def test_new_edited_and_deleted_articles_follow_the_store(tmp_path, daemons):
     wait_for(lambda: links(out / "all.rss") == ["https://news.example.com/first"], what="first build")
 
     write_article(store, "second.md", topics=["Robots"], publishedDateTime="2024-02-01T00:00:00Z")
-    wait_for(lambda: links(out / "topics" / "robots.rss") == ["https://news.example.com/second"],
-             what="new article in its topic feed")
-    assert links(out / "all.rss") == ["https://news.example.com/second", "https://news.example.com/first"]
+    # The files of one build are renamed into place one after the other: wait for both.
+    wait_for(lambda: links(out / "topics" / "robots.rss") == ["https://news.example.com/second"]
+             and links(out / "all.rss") == ["https://news.example.com/second", "https://news.example.com/first"],
+             what="new article in its topic feed and the overall feed")
 
     write_article(store, "second.md", topics=["Robots"], title="Edited title",
                   publishedDateTime="2024-02-01T00:00:00Z")
@@ -236,6 +237,35 @@ def test_a_tick_logs_one_line_and_quiet_ticks_log_nothing(tmp_path, daemons):
     write_article(tmp_path / "store", "third.md", publishedDateTime="2024-03-01T00:00:00Z")
     wait_for(lambda: b"third" in (tmp_path / "out" / "all.atom").read_bytes(), what="a quiet build")
     assert quiet.stop() == 0 and quiet.text() == ""
+
+
+def test_a_second_daemon_on_the_same_state_folder_is_refused(tmp_path, daemons):
+    write_article(tmp_path / "store", "a.md")
+    config = write_config(tmp_path, schedule={"every": "1h"}, watch={"enabled": False})  # a quiet daemon
+    first = daemons(tmp_path, config)
+    wait_for(lambda: status(tmp_path).get("last_result") == "ok" and status(tmp_path).get("next_run"),
+             what="first build, next run recorded")
+    before = {**snapshot(tmp_path / "state"), **snapshot(tmp_path / "out")}
+
+    second = subprocess.run([sys.executable, "-m", "publisher", "run", "-c", str(config)], env=cli_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 75 and second.stdout == ""
+    assert second.stderr == f"Error: another publisher run (pid {first.process.pid}) is using {tmp_path / 'state'}\n"
+    assert {**snapshot(tmp_path / "state"), **snapshot(tmp_path / "out")} == before  # changed nothing
+    assert first.process.poll() is None
+
+    report = run_cli("status", "-c", config)
+    assert report.returncode == 0 and f"daemon:        running, pid {first.process.pid}" in report.stdout
+    assert json.loads(run_cli("status", "--json", "-c", config).stdout)["daemon_pid"] == first.process.pid
+    beside = run_cli("build", "-q", "-c", config)  # a cron build beside the daemon still just takes turns
+    assert beside.returncode == 0 and beside.stdout == beside.stderr == ""
+
+    assert first.stop() == 0  # once it is gone, nobody is named, and a new daemon may start
+    stopped = run_cli("status", "-c", config)
+    assert "daemon:        not running" in stopped.stdout and str(first.process.pid) not in stopped.stdout
+    replacement = daemons(tmp_path, config)
+    wait_for(lambda: status(tmp_path).get("pid") == replacement.process.pid, what="a new daemon")
+    assert replacement.stop() == 0
 
 
 def test_invalid_config_at_start_exits_2(tmp_path):
@@ -370,5 +400,6 @@ def test_status_flags_a_daemon_that_died(tmp_path, daemons):
 
 def test_an_interrupted_build_is_not_a_failure(tmp_path):
     config = load_config(write_config(tmp_path))
-    healthy, verdict = assess(Status(last_result="interrupted", last_success="2024-01-01T00:00:00+00:00"), config)
+    healthy, verdict = assess(Status(last_result="interrupted", last_success="2024-01-01T00:00:00+00:00"), config,
+                              daemon=None)
     assert healthy and "interrupted" in verdict
