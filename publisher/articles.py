@@ -10,16 +10,19 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from publisher.store import Document
-from publisher.urls import InvalidURL, canonical, entry_id, publishable
+from publisher.urls import InvalidURL, absolute_link, canonical, entry_id, publishable
 from publisher.xmltext import clean_text
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 _IMAGE_TYPES = {
@@ -114,17 +117,31 @@ class Problem:
 
 @dataclass
 class _Reader:
-    """Reads one document's fields, collecting non-fatal problems; a fatal one raises _Invalid."""
+    """Reads one document's fields, collecting every problem: a field that cannot be read raises _Invalid
+    inside its own `field()` call, which records it and goes on with the next field, so that one pass finds
+    every problem of a file (`publisher check` lists them all)."""
 
     doc: Document
     base: str | None
     problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def invalid(self) -> bool:
+        return any(problem.fatal for problem in self.problems)
 
     def warn(self, name: str, reason: str) -> None:
         self.problems.append(Problem(self.doc.source, name, reason, fatal=False))
 
     def fail(self, name: str | None, reason: str) -> _Invalid:
         return _Invalid(Problem(self.doc.source, name, reason, fatal=True))
+
+    def field(self, read: Callable[[], T], fallback: T) -> T:
+        """`read()`, or `fallback` when it fails (the problem is recorded; the article will be left out)."""
+        try:
+            return read()
+        except _Invalid as invalid:
+            self.problems.append(invalid.problem)
+            return fallback
 
 
 class _Invalid(Exception):
@@ -140,24 +157,32 @@ def read_article(doc: Document, assets_base_url: str | None) -> tuple[Article | 
     if "title" not in meta and "publishedDateTime" not in meta:
         return None, []
     reader = _Reader(doc, assets_base_url)
-    try:
-        article = _article(reader, meta, doc.body)
-    except _Invalid as invalid:
-        return None, [*reader.problems, invalid.problem]
-    return article, reader.problems
+    article = _article(reader, meta, doc.body)
+    return (None if reader.invalid else article), reader.problems
 
 
-def _article(r: _Reader, meta: dict[str, Any], body: str) -> Article:
-    title = _required_text(r, meta, "title")
-    published = _required_date(r, meta, "publishedDateTime")
-    updated = _optional_date(r, meta, "updatedDateTime") or published
-    if updated < published:
+def _article(r: _Reader, meta: dict[str, Any], body: str) -> Article | None:
+    """The Article, reading every field even after a bad one; None when any field was fatal."""
+    title = r.field(lambda: _required_text(r, meta, "title"), "")
+    published = r.field(lambda: _required_date(r, meta, "publishedDateTime"), None)
+    updated = r.field(lambda: _optional_date(r, meta, "updatedDateTime"), None)
+    if published is not None and updated is not None and updated < published:
         r.warn("updatedDateTime", "earlier than publishedDateTime; using publishedDateTime")
         updated = published
-    url = _link(r, meta)
-    excerpt = _optional_text(r, meta, "excerpt")
+    url = r.field(lambda: _link(r, meta), "")
+    excerpt = r.field(lambda: _optional_text(r, meta, "excerpt"), None)
     # Excerpts are text that may carry HTML entities (&nbsp;, &amp;): decode them once, here.
     summary = " ".join(clean_text(html.unescape(excerpt)).split()) if excerpt else None
+    provider = r.field(lambda: _provider(r, meta.get("provider")), None)
+    topics = _topics(r, meta.get("topics"))
+    no_images: tuple[Image, ...] = ()
+    images = r.field(lambda: _images(r, meta.get("images"), "images"), no_images)
+    is_published = r.field(lambda: _flag(r, meta, "published"), True)
+    quality = r.field(lambda: _number(r, meta, "quality"), None)
+    heat = r.field(lambda: _number(r, meta, "heat"), None)
+    kind = r.field(lambda: _optional_text(r, meta, "type"), None)
+    if r.invalid or published is None:
+        return None
     return Article(
         source=r.doc.source,
         id=entry_id(url),
@@ -166,14 +191,14 @@ def _article(r: _Reader, meta: dict[str, Any], body: str) -> Article:
         summary=summary or None,
         content=clean_text(body).strip() or None,
         published=published,
-        updated=updated,
-        provider=_provider(r, meta.get("provider")),
-        topics=_topics(r, meta.get("topics")),
-        images=_images(r, meta.get("images"), "images"),
-        is_published=_flag(r, meta, "published"),
-        quality=_number(r, meta, "quality"),
-        heat=_number(r, meta, "heat"),
-        kind=_optional_text(r, meta, "type"),
+        updated=updated or published,
+        provider=provider,
+        topics=topics,
+        images=images,
+        is_published=is_published,
+        quality=quality,
+        heat=heat,
+        kind=kind,
     )
 
 
@@ -248,7 +273,7 @@ def _link(r: _Reader, meta: dict[str, Any]) -> str:
     reasons = []
     for name in candidates:
         try:
-            url = publishable(meta[name], base=None)
+            url = absolute_link(meta[name])
         except InvalidURL as exc:
             reasons.append((name, str(exc)))
             continue
@@ -280,15 +305,17 @@ def _topics(r: _Reader, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise r.fail("topics", f"expected a list of topics, got {_kind(value)}")
+        r.problems.append(r.fail("topics", f"expected a list of topics, got {_kind(value)}").problem)
+        return ()
     topics: list[str] = []
     seen: set[str] = set()
     for index, item in enumerate(value):
         if item is None:
             continue
         text = _scalar_text(item)
-        if text is None:
-            raise r.fail(f"topics[{index}]", f"expected a topic name, got {_kind(item)}")
+        if text is None:  # every bad topic is told, not only the first
+            r.problems.append(r.fail(f"topics[{index}]", f"expected a topic name, got {_kind(item)}").problem)
+            continue
         name = " ".join(clean_text(text).split())
         if name and name.casefold() not in seen:
             seen.add(name.casefold())

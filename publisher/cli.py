@@ -159,8 +159,10 @@ def _check(args: argparse.Namespace, config: Config) -> int:
     where = store_label(config)
     for problem in found.problems:
         print(f"{where}{problem}{' (left out)' if problem.fatal else ''}")
-    print(f"publisher: {len(found.articles) + found.invalid} articles, {found.invalid} left out, "
-          f"{len(found.problems)} problems, {found.not_articles} other documents")
+    files = len({problem.source for problem in found.problems})
+    print(f"publisher: {plural(len(found.problems), 'problem')} in {plural(files, 'file')}; "
+          f"{plural(len(found.articles) + found.invalid, 'article')}, {found.invalid} left out; "
+          f"{plural(found.not_articles, 'other document')}")
     return EXIT_PROBLEMS if found.problems else EXIT_OK
 
 

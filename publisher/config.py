@@ -19,6 +19,7 @@ import yaml
 from publisher.errors import ConfigError
 from publisher.s3 import S3Location, is_s3_url, parse_location
 from publisher.schedule import cron_trigger, interval_seconds
+from publisher.wording import DURATION_UNITS
 from publisher.xmltext import is_xml_text
 
 logger = logging.getLogger(__name__)
@@ -305,16 +306,14 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
                            "a whole number above 0")
         return value
 
-    formats = check("formats", lambda v: isinstance(v, list) and bool(v) and all(f in FORMAT_NAMES for f in v),
-                    f"a non-empty list of formats from {', '.join(FORMAT_NAMES)}")
+    formats = _formats(values["formats"], file)
     families = check("families", lambda v: isinstance(v, list) and all(f in FAMILY_NAMES for f in v),
                      f"a list of feed families from {', '.join(FAMILY_NAMES)}")
     schedule = _schedule(values["schedule"], file, duration)
     watch = _watch(duration, flag, file)
     if store_bucket is not None:  # a bucket sends no change events: its mirror changes only while building
         watch = WatchConfig(enabled=False, debounce=watch.debounce, max_delay=watch.max_delay)
-    hubs = check("websub.hubs", lambda v: isinstance(v, list) and all(_is_http_url(h) for h in v),
-                 "a list of absolute http(s) hub URLs")
+    hubs = _hubs(values["websub"]["hubs"], file)
     enclosures = EnclosureConfig(
         probe=flag("enclosures.probe"),
         max_age=duration("enclosures.max_age"),
@@ -365,8 +364,11 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
     )
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {None: 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# The units are wording.DURATION_UNITS, the ones messages use and the documentation lists (a test checks);
+# the longest first, so that "ms" is not read as minutes.
+_UNIT_SECONDS: dict[str | None, float] = {None: 1, **dict(DURATION_UNITS)}
+_UNITS = "|".join(sorted((unit for unit, _ in DURATION_UNITS), key=len, reverse=True))
+_DURATION = re.compile(rf"^\s*(\d+(?:\.\d+)?)\s*({_UNITS})?\s*$")
 
 
 def parse_duration(value: Any) -> float | None:
@@ -381,6 +383,29 @@ def parse_duration(value: Any) -> float | None:
     if not match:
         return None
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def _formats(value: Any, file: str) -> list[str]:
+    """The formats, each one named when it is not known."""
+    known = ", ".join(FORMAT_NAMES)
+    if not isinstance(value, list):
+        raise ConfigError(f"{file}: formats: expected a list of formats from {known}, got {_describe(value)}")
+    if not value:
+        raise ConfigError(f"{file}: formats: empty (give at least one of {known})")
+    for name in value:
+        if name not in FORMAT_NAMES:
+            raise ConfigError(f"{file}: formats: unknown format {name!r} (known: {known})")
+    return value
+
+
+def _hubs(value: Any, file: str) -> list[str]:
+    """The WebSub hubs, each one named by its index when it is not an http(s) URL."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{file}: websub.hubs: expected a list of http(s) hub URLs, got {_describe(value)}")
+    for index, hub in enumerate(value):
+        if not _is_http_url(hub):
+            raise ConfigError(f"{file}: websub.hubs[{index}]: {hub!r} is not an http(s) URL")
+    return value
 
 
 def _schedule(raw: dict[str, Any], file: str, duration: Callable[[str], float]) -> ScheduleConfig:

@@ -22,6 +22,24 @@ class InvalidURL(ValueError):
     """The value cannot become an absolute http(s) URL."""
 
 
+def absolute_link(raw: object) -> str:
+    """An article's own link: like publishable(), but never resolved against anything (assets_base_url is
+    where the store's images live, not where articles are)."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    if text and not text.startswith("//") and _is_relative(text):
+        raise InvalidURL(f"relative URL {text!r}: a link must be an absolute http(s) URL "
+                         "(links are not resolved against assets_base_url)")
+    return publishable(raw, base=None)
+
+
+def _is_relative(text: str) -> bool:
+    """No scheme. A text that cannot even be split is left to publishable(), which says why."""
+    try:
+        return not urlsplit(text).scheme
+    except ValueError:
+        return False
+
+
 def publishable(raw: object, base: str | None) -> str:
     """Return `raw` as an absolute, percent-encoded http(s) URL, resolving it against `base` if relative.
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-# The units a duration is written in, largest first (config.parse_duration accepts the same ones).
-DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+# The units a duration is written in, largest first (config.parse_duration accepts exactly these).
+DURATION_UNITS: tuple[tuple[str, float], ...] = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1), ("ms", 0.001))
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
@@ -15,10 +15,12 @@ def plural(count: int, singular: str, plural_form: str | None = None) -> str:
 
 
 def duration(seconds: float) -> str:
-    """A duration as a config file would say it: 900 -> `15m`, 90 -> `90s`, 7200 -> `2h`, 1.5 -> `1.5s`."""
+    """A duration as a config file would say it: 900 -> `15m`, 90 -> `90s`, 7200 -> `2h`, 0.5 -> `500ms`,
+    1.5 -> `1.5s`."""
     for unit, size in DURATION_UNITS:
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
+        count = seconds / size
+        if count >= 1 and abs(count - round(count)) < 1e-9:
+            return f"{round(count)}{unit}"
     return f"{seconds:g}s"
 
 

@@ -67,7 +67,7 @@ def test_updated_defaults_to_published():
     ({"publishedDateTime": None}, "publishedDateTime", "missing"),
     ({"publishedDateTime": "soon"}, "publishedDateTime", "not an ISO 8601 date"),
     ({"webUrl": "ftp://news.example.com/a"}, "webUrl", "not an http(s) URL"),
-    ({"webUrl": "/relative/story"}, "webUrl", "relative URL"),
+    ({"webUrl": "/relative/story"}, "webUrl", "links are not resolved against assets_base_url"),
     ({"webUrl": None}, "webUrl", "missing"),
     ({"topics": ["AI", ["nested"]]}, "topics[1]", "expected a topic name"),
     ({"topics": {"a": 1}}, "topics", "expected a list"),
@@ -79,6 +79,14 @@ def test_updated_defaults_to_published():
 def test_broken_fields_are_named(meta, field, words):
     found = problem(**meta)
     assert found.field == field and words in found.reason and found.source == "news/a.md"
+
+
+def test_every_problem_of_a_file_is_found_in_one_pass():
+    result, problems = read_article(doc(title={"en": "map"}, publishedDateTime="soon", webUrl="story.html",
+                                        topics=["AI", ["x"], {"y": 1}], quality="high", published="maybe"), BASE)
+    assert result is None and all(found.fatal for found in problems)
+    assert [found.field for found in problems] == ["title", "publishedDateTime", "webUrl", "topics[1]", "topics[2]",
+                                                   "published", "quality"]
 
 
 def test_not_an_article_without_title_and_date():

@@ -57,6 +57,22 @@ def test_check_lists_problems_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
 
 
+def test_check_lists_every_problem_of_a_file(tmp_path):
+    write_article(tmp_path / "store", "good.md")
+    write_article(tmp_path / "store", "bad.md", publishedDateTime="someday", webUrl="ftp://example.com/story",
+                  quality="high")
+    result = run_cli("check", "-c", write_config(tmp_path))
+    assert result.returncode == 1 and result.stderr == ""
+    assert result.stdout.splitlines() == [
+        "bad.md: publishedDateTime: not an ISO 8601 date: 'someday' (left out)",
+        "bad.md: webUrl: not an http(s) URL: 'ftp://example.com/story' (left out)",
+        "bad.md: quality: expected a number, got str 'high' (left out)",
+        "publisher: 3 problems in 1 file; 2 articles, 1 left out; 0 other documents",
+    ]
+    build = run_cli("build", "-c", write_config(tmp_path))  # the build warns about each, still one line each
+    assert build.returncode == 0 and len(build.stderr.splitlines()) == 3 and len(build.stdout.splitlines()) == 1
+
+
 def test_check_on_a_clean_store_exits_0(tmp_path):
     write_article(tmp_path / "store", "good.md")
     result = run_cli("check", "-c", write_config(tmp_path))

@@ -80,8 +80,9 @@ def test_base_url_gets_a_trailing_slash(tmp_path):
 
 
 @pytest.mark.parametrize("text, words", [
-    ("formats: [atom, xml]\n", "formats: expected a non-empty list of formats from atom, rss, json"),
-    ("formats: []\n", "formats: expected a non-empty list"),
+    ("formats: [atom, rdf]\n", "formats: unknown format 'rdf' (known: atom, rss, json)"),
+    ("formats: []\n", "formats: empty"),
+    ("formats: atom\n", "formats: expected a list of formats from atom, rss, json, got 'atom'"),
     ("precompress: yes please\n", "precompress: expected true or false"),
     ("lock_timeout: soon\n", "lock_timeout: expected a duration like 30s"),
     ("schedule:\n  every: often\n", "schedule.every: expected a duration like 30s, 15m, 2h or 7d, got 'often'"),
@@ -89,7 +90,9 @@ def test_base_url_gets_a_trailing_slash(tmp_path):
     ("schedule:\n  cron: '* * *'\n", "schedule.cron: expected a crontab line with five fields"),
     ("schedule:\n  every: null\n", "schedule: expected `every`"),
     ("schedule:\n  timezone: Mars/Olympus\n", "schedule.timezone: expected a time zone name"),
-    ("websub:\n  hubs: [hub.example.org]\n", "websub.hubs: expected a list of absolute http(s) hub URLs"),
+    ("websub:\n  hubs: [hub.example.org]\n", "websub.hubs[0]: 'hub.example.org' is not an http(s) URL"),
+    ("websub:\n  hubs: ['https://hub.example.org/', 'ftp://x']\n", "websub.hubs[1]: 'ftp://x' is not an http(s) URL"),
+    ("websub:\n  hubs: https://hub.example.org/\n", "websub.hubs: expected a list of http(s) hub URLs"),
     ("enclosures:\n  workers: 0\n", "enclosures.workers: expected a whole number above 0"),
     ("enclosures:\n  max_probes: -1\n", "enclosures.max_probes: expected a whole number (0 or more)"),
     ("enclosures:\n  probe: 1\n", "enclosures.probe: expected true or false"),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from publisher.cli import _parser
-from publisher.config import DEFAULTS
+from publisher.config import DEFAULTS, parse_duration
+from publisher.wording import DURATION_UNITS
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -46,3 +48,13 @@ def test_the_readme_is_short_and_links_every_docs_page():
     assert len(README.splitlines()) <= 200
     for page in sorted((REPO / "docs").glob("*.md")):
         assert f"(docs/{page.name})" in README, page.name
+
+
+def test_the_duration_units_documented_are_exactly_the_ones_accepted():
+    sentence = re.search(r"Durations are a number with a unit: (.*?)\(", DOCS, re.S)
+    assert sentence, "docs/configuration.md explains durations"
+    documented = set(re.findall(r"`\d+([a-z]+)`", sentence.group(1)))
+    assert documented == {unit for unit, _ in DURATION_UNITS}
+    for unit, seconds in DURATION_UNITS:
+        assert parse_duration(f"2{unit}") == 2 * seconds
+    assert parse_duration("2w") is None and parse_duration("2 minutes") is None
