@@ -19,6 +19,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -30,6 +31,7 @@ from publisher.wording import by_cause, plural
 logger = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
+SYNC_THREADS = 16  # fsyncs under way at once while staging
 
 
 @dataclass
@@ -121,7 +123,35 @@ def _stage(output: Path, changed: Mapping[str, bytes], stop_requested: Callable[
             cause = _cause(output, target, exc)
             logger.debug("%s: cannot be staged: %s", target, cause)
             staged.failed.append((relative, cause))
+    _sync(staged)
     return staged
+
+
+def _sync(staged: _Staged) -> None:
+    """Make every staged file durable. Each fsync waits for the disk; side by side, in threads (a wait
+    releases the GIL), hundreds of them take a fraction of the time they take one after the other: one at a
+    time they were about a fifth of a cold build. A file that cannot be synced (the disk full after all, an
+    I/O error) is a staging failure like any other."""
+    items = list(staged.files.items())
+    with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(items) or 1)) as pool:
+        for failure in pool.map(_fsync_file, items):
+            if failure is not None:
+                logger.debug("%s: cannot be staged: %s", failure[0], failure[1])
+                staged.failed.append(failure)
+
+
+def _fsync_file(item: tuple[str, Path]) -> tuple[str, str] | None:
+    """fsync a staged file; (its path, the cause) when that fails."""
+    relative, temporary = item
+    try:
+        fd = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return relative, exc.strerror or str(exc)
+    return None
 
 
 def _publish(output: Path, staged: _Staged) -> list[str]:
@@ -166,15 +196,13 @@ def _make_folders(output: Path, folder: Path) -> list[Path]:
 
 
 def _write_temporary(target: Path, data: bytes, mtime_ns: int | None = None) -> Path:
-    """`data` in a new temporary file beside `target`, flushed and fsynced, with the modification time
-    `mtime_ns` when given; its path."""
+    """`data` in a new temporary file beside `target`, with the modification time `mtime_ns` when given; its
+    path. Not yet durable: _sync() fsyncs every staged file at once."""
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TEMP_SUFFIX)
     temporary = Path(name)
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
         os.chmod(temporary, FILE_MODE)
         if mtime_ns is not None:
             os.utime(temporary, ns=(mtime_ns, mtime_ns))

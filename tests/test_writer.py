@@ -119,6 +119,28 @@ def test_a_file_that_cannot_be_staged_changes_nothing(places):
         "2 files not written: topics is a file, not a folder (first: topics/ai.xml)"]
 
 
+def test_a_file_that_cannot_be_made_durable_changes_nothing(places, monkeypatch):
+    """Staged files are fsynced together, after they are all written: an fsync that fails (an I/O error, a
+    disk that filled up after all) is a staging failure, and nothing served changes."""
+    out, manifest = places
+    write_outputs(out, {"all.xml": b"old", "topics/ai.xml": b"old"}, manifest)
+    before = snapshot(out)
+    real = os.fsync
+    synced = []
+
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append(name)
+        if ".ai.xml." in name:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return real(fd)
+    monkeypatch.setattr("publisher.writer.os.fsync", fsync)
+    result = write_outputs(out, {"all.xml": b"new", "topics/ai.xml": b"new", "topics/ml.xml": b"new"}, manifest)
+    assert result.failed == [("topics/ai.xml", os.strerror(errno.EIO))] and result.written == []
+    assert sum(TEMP_SUFFIX in name for name in synced) == 3  # every staged file, not only up to the failure
+    assert snapshot(out) == before and not list(out.rglob(f"*{TEMP_SUFFIX}"))
+
+
 def test_new_folders_made_for_a_failed_build_are_removed(places):
     out, manifest = places
     write_outputs(out, {"a.xml": b"old"}, manifest)
