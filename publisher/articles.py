@@ -76,7 +76,7 @@ class Article:
     def canonical_url(self) -> str:
         return canonical(self.url)
 
-    # What feed selection reads of the provider: the catalog's summaries carry the same (reading.FACETS).
+    # What feed selection reads of the provider: the catalog's summaries carry the same (reading.FileRecord.facets).
     @property
     def provider_key(self) -> str | None:
         return provider_key(self.provider)

@@ -138,19 +138,17 @@ def _collect(config: Config, save: bool, workers: int | None, parallel_from: int
     old = cache.index()
     changes = old.changes(listing.paths, listing.stats, cache.trusted_before())
     unread = [listing.paths[row] for row in changes.unread]
-    records: dict[str, reading.Record] = {}
+    records: dict[str, reading.FileRecord] = {}
     if unread:
         logger.debug("reading %d of %d files (the others are unchanged since the last scan)",
                      len(unread), len(listing))
-        sink = (cache.records.path, cache.key) if save and cache.records.prepare() else None
-        records = reading.read_files(config.store, unread, [listing.stat(row) for row in changes.unread],
-                                     config.assets_base_url, workers or reading.available_cores(),
-                                     reading.PARALLEL_FROM if parallel_from is None else parallel_from, sink)
+        records = reading.read_files(config.store, unread, config.assets_base_url,
+                                     workers or reading.available_cores(),
+                                     reading.PARALLEL_FROM if parallel_from is None else parallel_from)
     index = old if changes.none else old.updated(listing.paths, listing.stats, changes, records)
     cache.previous, cache.changes = old, changes
     cache.changed_paths = set(unread) | set(changes.deleted)
-    cache.adopt(index, {path: record[reading.ENCODED] for path, record in records.items()
-                        if record[reading.KIND] == ARTICLE and record[reading.ENCODED] is not None})
+    cache.adopt(index, {path: record.encoded for path, record in records.items() if record.encoded is not None})
     found = _collection(index, cache)
     found.read = len(unread)
     if save and (not changes.none or cache.header is None):
@@ -248,8 +246,8 @@ class ScanState:
             logger.debug("%d articles missing from the record cache; reading their files again", len(missing))
             for path in missing:
                 record = reading.read_record(self.config.store, path, self.config.assets_base_url)
-                if record[reading.KIND] == ARTICLE:
-                    found[path] = record[reading.ENCODED]
+                if record.encoded is not None:
+                    found[path] = record.encoded
                 else:  # changed since the scan: left out now, the next build sees what it has become
                     logger.warning("%s: changed while the build ran; left out until the next build", path)
             if self.save_enabled:

@@ -1,39 +1,50 @@
 """Reading store files into records: on all cores for a cold build, in this process for a few files.
 
-A record is what one file yielded, as a flat tuple of plain values, cheap to send back from a worker
-process and to store: (kind, id, published, updated, is_published, topics, facets, problems, encoded), where
-facets are the article's (provider key, provider name, provider logo as an encoded Image, quality, heat,
-type). Dates are microseconds since the epoch, problems (source, field, reason, fatal) tuples, `encoded` the marshalled
-Article (encode_article); fields that do not apply are None. The result never depends on how many
-processes read the files, nor on which finished first.
+A FileRecord is what one file yielded, as a flat named tuple of plain values, cheap to send back from a
+worker process: its kind, what selection needs of an article (id, dates as microseconds since the epoch,
+publication flag, topics, facets: provider key, name and logo as an encoded Image, quality, heat, type),
+its problems, and the whole Article marshalled (encode_article). Reading stores nothing: the catalog keeps
+what it needs in the scan cache. The result never depends on how many processes read the files, nor on
+which finished first.
 """
-
 from __future__ import annotations
 
 import gc
 import marshal
 import multiprocessing
 import os
-import sqlite3
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from publisher import store
 from publisher.articles import Article, Image, Provider, read_article
 from publisher.errors import ArticleError
 from publisher.progress import Progress
-from publisher.scan_cache import Records
 
 # What a file turned out to be.
 NO_FRONT_MATTER, UNREADABLE, ARTICLE, INVALID, NOT_ARTICLE = range(5)
 
-Record = tuple[Any, ...]
-Sink = tuple[Path, str]  # the record table to put encoded Articles in: its path and its cache key
-KIND, ID, PUBLISHED, UPDATED, IS_PUBLISHED, TOPICS, FACETS, PROBLEMS, ENCODED = range(9)
+Problem = tuple[str, str | None, str, bool]  # source, field, reason, fatal: an articles.Problem as plain values
+
+
+class FileRecord(NamedTuple):
+    """What one file of the store yielded: a flat tuple of plain values, cheap to send back from a worker
+    process. Fields that do not apply (an article's, for a file that is none) are None."""
+
+    kind: int  # ARTICLE, INVALID, NOT_ARTICLE, NO_FRONT_MATTER or UNREADABLE
+    id: str | None
+    published: int | None  # microseconds since the epoch
+    updated: int | None
+    is_published: bool | None
+    topics: tuple[str, ...] | None
+    facets: tuple[Any, ...] | None  # provider key, name, logo (an encoded Image), quality, heat, type
+    problems: tuple[Problem, ...]
+    encoded: bytes | None  # the Article, marshalled (encode_article)
+
 
 # Below this many files to read, one process does it: starting workers would cost more than it saves
 # (reading a file costs about 0.3 ms; starting a worker, tens of milliseconds).
@@ -51,18 +62,17 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def read_files(folder: Path, paths: list[str], stats: list[tuple[int, int, int]], base: str | None,
-               workers: int, parallel_from: int = PARALLEL_FROM, sink: Sink | None = None) -> dict[str, Record]:
-    """Read `paths` (relative to the store `folder`; `stats` their size, mtime and inode as listed), in
-    worker processes when there are many. With a `sink`, the encoded Articles go straight into the record
-    table (their field in the returned records is then None): a hundred megabytes that need not travel."""
+def read_files(folder: Path, paths: list[str], base: str | None, workers: int,
+               parallel_from: int = PARALLEL_FROM) -> dict[str, FileRecord]:
+    """Read `paths` (relative to the store `folder`), in worker processes when there are many. Reading
+    stores nothing: what to keep is the caller's business."""
     progress = Progress(len(paths), "files read")
-    records: dict[str, Record] = {}
+    records: dict[str, FileRecord] = {}
     try:
         if workers <= 1 or len(paths) < max(parallel_from, 2):
             for start in range(0, len(paths), CHUNK):
                 chunk = paths[start:start + CHUNK]
-                read = read_chunk(str(folder), chunk, stats[start:start + CHUNK], base, sink)
+                read = read_chunk(str(folder), chunk, base)
                 records.update(zip(chunk, read, strict=False))
                 progress.advance(len(chunk))
             return records
@@ -73,8 +83,7 @@ def read_files(folder: Path, paths: list[str], stats: list[tuple[int, int, int]]
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_start_method(),
                                  initializer=gc.disable) as pool:
             # map() yields in submission order: the result does not depend on which worker was faster.
-            results = pool.map(read_chunk, repeat(str(folder)), chunks,
-                               [stats[start:start + size] for start in starts], repeat(base), repeat(sink))
+            results = pool.map(read_chunk, repeat(str(folder)), chunks, repeat(base))
             for chunk, chunk_records in zip(chunks, results, strict=False):
                 records.update(zip(chunk, chunk_records, strict=False))
                 progress.advance(len(chunk))
@@ -92,22 +101,12 @@ def _start_method() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def read_chunk(folder: str, paths: list[str], stats: list[tuple[int, int, int]], base: str | None,
-               sink: Sink | None = None) -> list[Record]:
+def read_chunk(folder: str, paths: list[str], base: str | None) -> list[FileRecord]:
     """Read some files of the store: plain data out, cheap to send back from a worker process (whose
     cyclic garbage collector is off: what reading builds is freed by reference counting alone)."""
     _prefetch(folder, paths)
     root = Path(folder)
-    records = [read_record(root, path, base) for path in paths]
-    if sink is None:
-        return records
-    rows = [(path, *stat, record[ENCODED]) for path, stat, record in zip(paths, stats, records, strict=False)
-            if record[KIND] == ARTICLE]
-    try:
-        Records(*sink).insert(rows)
-    except sqlite3.Error:  # the caller stores what comes back with its records
-        return records
-    return [record[:ENCODED] + (None,) if record[KIND] == ARTICLE else record for record in records]
+    return [read_record(root, path, base) for path in paths]
 
 
 def _prefetch(folder: str, paths: list[str]) -> None:
@@ -129,22 +128,23 @@ def _prefetch(folder: str, paths: list[str]) -> None:
             os.close(fd)
 
 
-def read_record(root: Path, path: str, base: str | None) -> Record:
+def read_record(root: Path, path: str, base: str | None) -> FileRecord:
     try:
         document = store.read(root, path)
     except ArticleError as exc:
-        return (UNREADABLE, None, None, None, None, None, None, ((exc.source, exc.field, exc.reason, True),), None)
+        return FileRecord(UNREADABLE, None, None, None, None, None, None,
+                          ((exc.source, exc.field, exc.reason, True),), None)
     if document is None:
-        return (NO_FRONT_MATTER, None, None, None, None, None, None, (), None)
+        return FileRecord(NO_FRONT_MATTER, None, None, None, None, None, None, (), None)
     article, problems = read_article(document, base)
-    encoded_problems = tuple((p.source, p.field, p.reason, p.fatal) for p in problems)
+    found = tuple((p.source, p.field, p.reason, p.fatal) for p in problems)
     if article is None:
-        return (INVALID if problems else NOT_ARTICLE, None, None, None, None, None, None, encoded_problems, None)
+        return FileRecord(INVALID if problems else NOT_ARTICLE, None, None, None, None, None, None, found, None)
     logo = article.provider.logo if article.provider else None
     facets = (article.provider_key, article.provider_name, _image(logo), article.quality, article.heat,
               article.kind)
-    return (ARTICLE, article.id, microseconds(article.published), microseconds(article.updated),
-            article.is_published, article.topics, facets, encoded_problems, marshal.dumps(encode_article(article)))
+    return FileRecord(ARTICLE, article.id, microseconds(article.published), microseconds(article.updated),
+                      article.is_published, article.topics, facets, found, marshal.dumps(encode_article(article)))
 
 
 # An Article as nested tuples of plain values, in the order of its fields. Dates are microseconds since

@@ -31,13 +31,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 import publisher
 from publisher import statefiles
 from publisher.config import Config
+
+if TYPE_CHECKING:
+    from publisher.reading import FileRecord
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +73,12 @@ def cache_key(config: Config) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-
-# The index's columns besides paths and stats, one entry per file in path order: the record fields that
-# selection and counting need (reading.KIND .. reading.FACETS). Problems are kept by path, for the few
-# files that have any; the encoded Articles live in the record table.
-RECORD_COLUMNS = ("kinds", "ids", "published", "updated", "flags", "topics", "facets")
+# The index's columns besides paths and stats, one entry per file in path order: the FileRecord fields that
+# selection and counting need, by column name. Problems are kept by path, for the few files that have any;
+# the encoded Articles live in the record table.
+RECORD_FIELDS = {"kinds": "kind", "ids": "id", "published": "published", "updated": "updated",
+                 "flags": "is_published", "topics": "topics", "facets": "facets"}
+RECORD_COLUMNS = tuple(RECORD_FIELDS)
 
 
 @dataclass
@@ -140,7 +144,8 @@ class Index:
             unread.update(row for row, mtime in enumerate(mtimes) if mtime >= trusted_before)
         return Changes(runs, sorted(unread), [self.paths[row] for row in deleted])
 
-    def updated(self, paths: list[str], stats: array[int], changes: Changes, records: dict[str, Any]) -> Index:
+    def updated(self, paths: list[str], stats: array[int], changes: Changes,
+                records: Mapping[str, FileRecord]) -> Index:
         """A new index for the listing: rows copied from this one in runs, `records` for the rows read."""
         rows = len(paths)
         columns: dict[str, list[Any]] = {name: [None] * rows for name in RECORD_COLUMNS}
@@ -153,10 +158,10 @@ class Index:
         for row in changes.unread:
             path = paths[row]
             record = records[path]
-            for position, name in enumerate(RECORD_COLUMNS):
-                columns[name][row] = record[position]
-            if record[-2]:
-                problems[path] = record[-2]
+            for name, attribute in RECORD_FIELDS.items():
+                columns[name][row] = getattr(record, attribute)
+            if record.problems:
+                problems[path] = record.problems
             else:
                 problems.pop(path, None)
         return Index(paths, stats, columns, dict(sorted(problems.items())))
@@ -221,26 +226,6 @@ class Records:
             self._failed(exc)
         return found
 
-    def prepare(self) -> bool:
-        """Make the table ready for insert() (from other processes); False when it cannot be."""
-        try:
-            with self._connection():
-                return True
-        except sqlite3.Error as exc:
-            self._failed(exc)
-            return False
-
-    def insert(self, rows: Iterable[tuple[str, int, int, int, bytes]]) -> None:
-        """Add rows to a prepared table, from a reading worker: other workers may be writing too, so wait
-        for them (seconds at worst). Raises sqlite3.Error."""
-        connection = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        try:
-            connection.execute("PRAGMA synchronous=OFF")
-            connection.execute("BEGIN IMMEDIATE")
-            connection.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)", rows)
-            connection.execute("COMMIT")
-        finally:
-            connection.close()
 
     def update(self, rows: Iterable[tuple[str, int, int, int, bytes]], deleted: Iterable[str]) -> None:
         try:

@@ -38,7 +38,7 @@ class Summary(NamedTuple):
     updated: int
     is_published: bool
     topics: tuple[str, ...]
-    # What provider feeds and curated feeds select by (reading.FACETS).
+    # What provider feeds and curated feeds select by (reading.FileRecord.facets).
     provider_key: str | None = None  # the provider's domain (lower case, no "www."), else its name
     provider_name: str | None = None
     provider_logo: tuple[Any, ...] | None = None  # an Image as a tuple (reading.encode_image)

@@ -239,7 +239,7 @@ def test_encoded_articles_decode_to_equal_articles(tmp_path):
     assert len(found.articles) > 100
     for summary in found.articles:
         record = reading.read_record(corpus, summary.source, config.assets_base_url)
-        article = reading.decode(record[reading.ENCODED])
+        article = reading.decode(record.encoded)
         assert article == read_article(store.read(corpus, summary.source), config.assets_base_url)[0]
         assert (summary.id, as_datetime(summary.published), as_datetime(summary.updated), summary.topics) == (
             article.id, article.published, article.updated, article.topics)
@@ -438,8 +438,8 @@ def test_reading_leaves_no_reference_cycles(tmp_path):
     enabled = gc.isenabled()
     gc.disable()
     try:
-        records = reading.read_chunk(str(corpus), paths, [(0, 0, 0)] * len(paths), "https://example.org/")
-        assert sum(record[reading.KIND] == reading.ARTICLE for record in records) > 100
+        records = reading.read_chunk(str(corpus), paths, "https://example.org/")
+        assert sum(record.kind == reading.ARTICLE for record in records) > 100
         del records
         assert gc.collect() == 0
     finally:
