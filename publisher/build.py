@@ -15,12 +15,12 @@ from publisher import catalog
 from publisher.catalog import Collection
 from publisher.config import Config
 from publisher.errors import BuildInterrupted
-from publisher.fingerprints import known_feeds
+from publisher.fingerprints import Trim, known_feeds
 from publisher.mirror import mirror_store, store_label
 from publisher.pages import feed_page, page_path, site_pages
 from publisher.precompress import gzip_copies
 from publisher.probe import ProbeReport, apply_sizes, enclosure_urls, probe_enclosures
-from publisher.render import FORMATS, render
+from publisher.render import FORMATS, Format, render_within
 from publisher.selection import Feed
 from publisher.targets import Target, open_target
 from publisher.web import user_agent
@@ -41,6 +41,12 @@ class BuildReport:
     seconds: float
     probes: ProbeReport | None = None  # None when enclosures.probe is off
     pings: list[Ping] = field(default_factory=list)
+    trimmed: dict[str, Trim] = field(default_factory=dict)  # feed files cut down to max_bytes, by file name
+
+    @property
+    def trimmed_feeds(self) -> int:
+        """How many feeds had a file cut down to max_bytes."""
+        return len({trim.feed for trim in self.trimmed.values()})
 
     @property
     def ok(self) -> bool:
@@ -63,6 +69,8 @@ class BuildReport:
             p = self.probes
             line += (f"; enclosures: {p.probed} probed, {p.failed} failed"
                      f"{f', {p.deferred} deferred' if p.deferred else ''}")
+        if self.trimmed:
+            line += f"; {plural(self.trimmed_feeds, 'feed')} trimmed to max_bytes"
         if self.pings:
             sent = sum(1 for ping in self.pings if ping.ok)
             line += f"; WebSub: {plural(sent, 'ping')} sent, {len(self.pings) - sent} failed"
@@ -103,11 +111,10 @@ def build(config: Config, now: datetime | None = None,
         feeds = apply_sizes(feeds, probes.sizes)
     formats = [FORMATS[name] for name in config.formats]
     known = known_feeds(config, feeds, formats, target)  # feeds whose files are as they would be rendered
-    files = {
-        f"{feed.spec.path}{fmt.extension}": render(feed, fmt, config.site, config.websub.hubs)
-        for feed in feeds if feed.spec.path not in known.unchanged
-        for fmt in formats
-    }
+    files, trimmed = _render([feed for feed in feeds if feed.spec.path not in known.unchanged], formats, config)
+    known.trimmed.update(trimmed)
+    for name, trim in sorted(known.trimmed.items()):
+        logger.debug("%s: %s", name, trim)
     files.update({page_path(feed): feed_page(feed, formats, config.site)
                   for feed in feeds if feed.spec.path not in known.unchanged})
     files.update(site_pages(feeds, formats, config.site, catalog.feed_families(config)))
@@ -124,5 +131,24 @@ def build(config: Config, now: datetime | None = None,
     skipped = Counter(invalid=collection.invalid, unpublished=live.unpublished, scheduled=live.scheduled,
                       duplicate=live.duplicates)
     report = BuildReport(collection, feeds, skipped, writes, live.next_due, time.monotonic() - started,
-                         probes=probes, pings=pings)
+                         probes=probes, pings=pings, trimmed=known.trimmed)
     return report
+
+
+def _render(feeds: list[Feed], formats: list[Format], config: Config) -> tuple[dict[str, bytes], dict[str, Trim]]:
+    """Each feed in each format within max_bytes: the files by name, and those that had to be cut down."""
+    files: dict[str, bytes] = {}
+    trimmed: dict[str, Trim] = {}
+    for feed in feeds:
+        for fmt in formats:
+            name = f"{feed.spec.path}{fmt.extension}"
+            fitted = render_within(feed, fmt, config.site, config.websub.hubs, config.max_bytes)
+            files[name] = fitted.data
+            if fitted.trimmed:
+                trimmed[name] = Trim(feed.spec.path, fitted.kept, fitted.total, fitted.without_content,
+                                     len(fitted.data), config.max_bytes)
+            if fitted.over:
+                logger.warning("%s: %d bytes, over max_bytes (%d) even with its newest entry alone%s",
+                               name, len(fitted.data), config.max_bytes,
+                               " and without its content" if fitted.without_content else "")
+    return files, trimmed

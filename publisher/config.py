@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "exclude": [],
     "assets_base_url": None,
     "max_items": 50,
+    "max_bytes": "512KiB",
     "formats": ["atom", "rss", "json"],
     "families": ["all", "topics"],
     "curated": [],
@@ -178,6 +179,7 @@ class Config:
     formats: tuple[str, ...] = ("atom", "rss", "json")
     families: tuple[str, ...] = ("all", "topics")
     curated: tuple[CuratedFeed, ...] = ()
+    max_bytes: int = 512 * 1024  # every feed file, uncompressed, stays at or under this many bytes
     precompress: bool = True
     lock_timeout: float = 60.0
     schedule: ScheduleConfig = ScheduleConfig(every=900.0, cron=None, timezone="UTC", misfire_grace=300.0)
@@ -291,6 +293,9 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
     max_items = check("max_items", lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
                       "a whole number above 0")
 
+    max_bytes = check("max_bytes", lambda v: (parse_size(v) or 0) >= MIN_BYTES,
+                      "a size of at least 1KiB, like 512KiB, 2MiB or a number of bytes")
+
     def duration(key: str) -> float:
         seconds = parse_duration(check(key, lambda v: parse_duration(v) is not None,
                                        "a duration like 30s, 15m, 2h or 7d"))
@@ -353,6 +358,7 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         formats=tuple(dict.fromkeys(formats)),
         families=tuple(dict.fromkeys(families)),
         curated=_curated(values["curated"], file),
+        max_bytes=parse_size(max_bytes) or 0,
         precompress=flag("precompress"),
         lock_timeout=duration("lock_timeout"),
         schedule=schedule,
@@ -406,6 +412,27 @@ def _hubs(value: Any, file: str) -> list[str]:
         if not _is_http_url(hub):
             raise ConfigError(f"{file}: websub.hubs[{index}]: {hub!r} is not an http(s) URL")
     return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(KiB|MiB)?\s*$")
+_UNIT_BYTES = {None: 1, "KiB": 1024, "MiB": 1024 * 1024}
+# Below this not even an empty feed fits: a budget that small is a typo (512 for 512KiB).
+MIN_BYTES = 1024
+
+
+def parse_size(value: Any) -> int | None:
+    """Bytes from a whole number of bytes or a number with KiB or MiB ("512KiB", "1.5MiB"); None when it is
+    not one. Fractions of a byte are dropped."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if not isinstance(value, str):
+        return None
+    match = _SIZE.match(value)
+    if not match or (match.group(2) is None and "." in match.group(1)):
+        return None
+    return int(float(match.group(1)) * _UNIT_BYTES[match.group(2)])
 
 
 def _schedule(raw: dict[str, Any], file: str, duration: Callable[[str], float]) -> ScheduleConfig:

@@ -38,6 +38,24 @@ FORMAT = 1
 RENDERING_CODE = ("render", "pages", "precompress", "xmltext", "fingerprints")
 
 
+@dataclass(frozen=True)
+class Trim:
+    """A feed file cut down to max_bytes (render.render_within): remembered with the feed's fingerprint, so
+    that a build which does not render the feed again still counts it."""
+
+    feed: str  # the feed's path
+    kept: int
+    total: int
+    without_content: bool
+    size: int
+    max_bytes: int
+
+    def __str__(self) -> str:
+        dropped = ", without its content" if self.without_content else ""
+        return (f"trimmed to max_bytes ({self.max_bytes} bytes): {self.kept} of {self.total} entries kept"
+                f"{dropped}, {self.size} bytes")
+
+
 @dataclass
 class FeedFingerprints:
     """The feeds of this build whose files are already as they would be rendered, and what to record."""
@@ -50,6 +68,7 @@ class FeedFingerprints:
     files: dict[str, list[str]]  # feed path -> its files in the output folder
     recorded: dict[str, Any]  # the state file's feeds, as read
     unchanged: set[str] = field(default_factory=set)  # feed paths to skip
+    trimmed: dict[str, Trim] = field(default_factory=dict)  # file name -> how it was cut to max_bytes
 
     @property
     def kept(self) -> set[str]:
@@ -66,7 +85,9 @@ class FeedFingerprints:
             elif all(name in done for name in self.files[feed]):
                 stats = self.stamps(self.files[feed])
                 if stats is not None:
-                    feeds[feed] = {"fingerprint": fingerprint, "files": stats}
+                    feeds[feed] = {"fingerprint": fingerprint, "files": stats,
+                                   "trimmed": {name: [trim.kept, trim.total, trim.without_content, trim.size]
+                                               for name, trim in self.trimmed.items() if trim.feed == feed}}
         if feeds == self.recorded:
             return
         data = {"format": FORMAT, "output": self.output, "settings": self.settings, "feeds": feeds}
@@ -96,6 +117,7 @@ def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format]
         if (isinstance(entry, dict) and entry.get("fingerprint") == value
                 and entry.get("files") == target.stamps(files[path])):
             known.unchanged.add(path)
+            known.trimmed.update(_trims(path, entry.get("trimmed"), config.max_bytes))
     if known.unchanged:
         logger.debug("%d of %d feeds unchanged since they were written: not rendered again",
                      len(known.unchanged), len(feeds))
@@ -121,8 +143,16 @@ def state_path(state: Path, output: Path | S3Location) -> Path:
 def _settings(config: Config, formats: Iterable[Format]) -> str:
     parts = [FORMAT, publisher.__version__, publisher.source_digest(*RENDERING_CODE), _feedgen_version(),
              repr(config.site),
-             list(config.websub.hubs), [fmt.name for fmt in formats], config.precompress]
+             list(config.websub.hubs), [fmt.name for fmt in formats], config.precompress, config.max_bytes]
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()
+
+
+def _trims(feed: str, recorded: Any, max_bytes: int) -> dict[str, Trim]:
+    try:
+        return {name: Trim(feed, kept, total, without_content, size, max_bytes)
+                for name, (kept, total, without_content, size) in recorded.items()}
+    except (AttributeError, TypeError, ValueError):  # not as recorded by this version: count nothing
+        return {}
 
 
 def _recorded(path: Path, output: str, settings: str) -> dict[str, Any]:

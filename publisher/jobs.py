@@ -68,5 +68,6 @@ def report_counts(report: BuildReport) -> dict[str, Any]:
         "unchanged": len(writes.unchanged),
         "removed": len(writes.removed),
         "failed": len(writes.failed),
+        "trimmed": report.trimmed_feeds,
         "seconds": round(report.seconds, 3),
     }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,50 @@ def feed_url(site: SiteConfig, feed: Feed, fmt: Format) -> str:
 def render(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...] = ()) -> bytes:
     """The complete document of `feed` in format `fmt`. Same feed, same bytes."""
     return fmt.render(feed, fmt, site, tuple(hubs))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A feed document rendered within a byte budget, and what it took."""
+
+    data: bytes
+    kept: int  # entries the document lists: the newest `kept` of the feed's
+    total: int  # entries the feed had to offer (after max_items)
+    without_content: bool  # the one entry kept had to lose its content (the article body)
+    over: bool  # still over the budget: the newest entry alone, without content, is bigger
+
+    @property
+    def trimmed(self) -> bool:
+        return self.kept < self.total or self.without_content
+
+
+def render_within(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...], max_bytes: int) -> Fitted:
+    """The document of `feed` in `fmt` in at most `max_bytes` bytes: the newest entries that fit, in order.
+
+    The newest entry is always kept: without its content when it does not fit with it (the excerpt stays).
+    Most feeds fit as they are, at the cost of one rendering; one that does not takes a binary search on
+    the number of entries, about log2(entries) renderings, since a document grows with every entry it
+    lists (dates have fixed widths, so nothing else changes its size). Families that cut feeds into pages
+    (archives) call this with the entries of a page."""
+    total = len(feed.entries)
+    data = render(feed, fmt, site, hubs)
+    if len(data) <= max_bytes or total == 0:
+        return Fitted(data, total, total, without_content=False, over=len(data) > max_bytes)
+    fits, too_many = 0, total  # the most entries known to fit, the fewest known not to
+    best = b""
+    while too_many - fits > 1:
+        middle = (fits + too_many) // 2
+        candidate = render(replace(feed, entries=feed.entries[:middle]), fmt, site, hubs)
+        if len(candidate) <= max_bytes:
+            fits, best = middle, candidate
+        else:
+            too_many = middle
+    if fits:
+        return Fitted(best, fits, total, without_content=False, over=False)
+    newest = replace(feed.entries[0], content=None)
+    data = render(replace(feed, entries=(newest,)), fmt, site, hubs)
+    return Fitted(data, 1, total, without_content=feed.entries[0].content is not None,
+                  over=len(data) > max_bytes)
 
 
 def _atom(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> bytes:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from lxml import etree
 
-from tests.conftest import ATOM, MEDIA, NS, SITE, require_corpus
+from tests.conftest import ATOM, MEDIA, NS, SITE, require_corpus, run_cli, write_config
 
 
 def _front_matter(path: Path) -> dict | None:
@@ -197,3 +197,24 @@ def test_broken_corpus_documents_are_named(corpus_build):
     stderr = corpus_build["first"].stderr
     assert "_learning/courses/coursera-ai-for-everyone.md: publishedDateTime: missing" in stderr
     assert "_events/" not in stderr  # events are not articles: skipped quietly
+
+
+def test_every_corpus_feed_file_is_within_the_default_max_bytes(corpus_build):
+    files = [p for p in corpus_build["out"].rglob("*") if p.suffix in (".atom", ".rss", ".json")]
+    assert len(files) >= 45
+    assert all(path.stat().st_size <= 512 * 1024 for path in files), files
+
+
+def test_corpus_feeds_cut_to_a_small_budget_still_parse(tmp_path):
+    """64 KiB is less than the overall feed: every file is cut to size and still a valid feed."""
+    config = write_config(tmp_path, store=str(require_corpus()), max_items=1000, max_bytes="64KiB",
+                          assets_base_url="https://everyday-cc.github.io/ai/")
+    result = run_cli("build", "-c", config)
+    assert result.returncode == 0, result.stderr
+    assert "feeds trimmed to max_bytes" in result.stdout
+    for path in sorted((tmp_path / "out").rglob("*")):
+        if path.suffix in (".atom", ".rss", ".json"):
+            assert path.stat().st_size <= 64 * 1024, path
+        if path.suffix in (".atom", ".rss"):
+            parsed = feedparser.parse(path.read_bytes())
+            assert not parsed.bozo and parsed.entries, (path, parsed.get("bozo_exception"))
