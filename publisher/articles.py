@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
+from publisher.body import BodyError, render_body
 from publisher.store import Document
 from publisher.urls import InvalidURL, absolute_link, canonical, entry_id, publishable
 from publisher.xmltext import clean_text
@@ -115,6 +116,16 @@ class Problem:
         return f"{where}: {self.reason}"
 
 
+DEFAULT_BODY_LIMIT = 512 * 1024
+
+
+def body_limit(content: str, max_bytes: int) -> int:
+    """How long a body may be to be rendered: 0 for `content: summary` (no bodies at all), else max_bytes.
+    A longer body could not be carried whole by any feed file, and rendering megabytes of hostile
+    Markdown costs seconds: such an article is published with its excerpt."""
+    return 0 if content == "summary" else max_bytes
+
+
 @dataclass
 class _Reader:
     """Reads one document's fields, collecting every problem: a field that cannot be read raises _Invalid
@@ -123,6 +134,7 @@ class _Reader:
 
     doc: Document
     base: str | None
+    body_limit: int = DEFAULT_BODY_LIMIT  # bodies longer than this (bytes) are not rendered; 0: no bodies
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -150,13 +162,17 @@ class _Invalid(Exception):
         self.problem = problem
 
 
-def read_article(doc: Document, assets_base_url: str | None) -> tuple[Article | None, list[Problem]]:
+def read_article(doc: Document, assets_base_url: str | None, body_limit: int = DEFAULT_BODY_LIMIT
+                 ) -> tuple[Article | None, list[Problem]]:
     """Return (article, problems). (None, []) means the document is not an article at all; (None, [p])
-    means it is a broken article, left out for the fatal problem p."""
+    means it is a broken article, left out for the fatal problem p.
+
+    A body longer than `body_limit` bytes is not rendered (see body_limit()); 0 leaves every article without
+    content (`content: summary`)."""
     meta = doc.metadata
     if "title" not in meta and "publishedDateTime" not in meta:
         return None, []
-    reader = _Reader(doc, assets_base_url)
+    reader = _Reader(doc, assets_base_url, body_limit)
     article = _article(reader, meta, doc.body)
     return (None if reader.invalid else article), reader.problems
 
@@ -189,7 +205,7 @@ def _article(r: _Reader, meta: dict[str, Any], body: str) -> Article | None:
         url=url,
         title=title,
         summary=summary or None,
-        content=clean_text(body).strip() or None,
+        content=_content(r, body, url),
         published=published,
         updated=updated or published,
         provider=provider,
@@ -200,6 +216,28 @@ def _article(r: _Reader, meta: dict[str, Any], body: str) -> Article | None:
         heat=heat,
         kind=kind,
     )
+
+
+def _content(r: _Reader, body: str, url: str) -> str | None:
+    """The body as safe HTML (body.py), or None: none to publish, or a body that cannot be used (a warning;
+    the article is published with its excerpt)."""
+    if not r.body_limit:
+        return None
+    if r.doc.body_problem:
+        r.warn("body", f"{r.doc.body_problem}; published without it")
+        return None
+    if not body:
+        return None
+    size = len(body.encode("utf-8", "surrogatepass"))
+    if size > r.body_limit:
+        r.warn("body", f"{size} bytes, more than a feed file may hold (max_bytes {r.body_limit}); "
+                       "published without it")
+        return None
+    try:
+        return render_body(clean_text(body), r.doc.source, r.base or url, url)
+    except BodyError as exc:
+        r.warn("body", f"{exc}; published without it")
+        return None
 
 
 def _scalar_text(value: Any) -> str | None:

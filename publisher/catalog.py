@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from publisher import reading, scan_cache, statefiles, store
-from publisher.articles import Article, Image, Problem
+from publisher.articles import Article, Image, Problem, body_limit
 from publisher.config import Config
 from publisher.reading import ARTICLE, INVALID, NO_FRONT_MATTER, NOT_ARTICLE, UNREADABLE
 from publisher.selection import (
@@ -144,7 +144,8 @@ def _collect(config: Config, save: bool, workers: int | None, parallel_from: int
                      len(unread), len(listing))
         records = reading.read_files(config.store, unread, config.assets_base_url,
                                      workers or reading.available_cores(),
-                                     reading.PARALLEL_FROM if parallel_from is None else parallel_from)
+                                     reading.PARALLEL_FROM if parallel_from is None else parallel_from,
+                                     body_limit(config.content, config.max_bytes))
     index = old if changes.none else old.updated(listing.paths, listing.stats, changes, records)
     cache.previous, cache.changes = old, changes
     cache.changed_paths = set(unread) | set(changes.deleted)
@@ -245,7 +246,8 @@ class ScanState:
         if missing:
             logger.debug("%d articles missing from the record cache; reading their files again", len(missing))
             for path in missing:
-                record = reading.read_record(self.config.store, path, self.config.assets_base_url)
+                record = reading.read_record(self.config.store, path, self.config.assets_base_url,
+                                             body_limit(self.config.content, self.config.max_bytes))
                 if record.encoded is not None:
                     found[path] = record.encoded
                 else:  # changed since the scan: left out now, the next build sees what it has become

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "assets_base_url": None,
     "max_items": 50,
     "max_bytes": "512KiB",
+    "content": "full",
     "formats": ["atom", "rss", "json"],
     "families": ["all", "topics"],
     "curated": [],
@@ -148,6 +149,7 @@ class S3Config:
 
 
 FORMAT_NAMES = ("atom", "rss", "json")
+CONTENT_MODES = ("full", "summary")
 # Served copies may be this much older than the build that replaced them while a cache revalidates them.
 STALE_WHILE_REVALIDATE = 86400
 
@@ -180,6 +182,7 @@ class Config:
     families: tuple[str, ...] = ("all", "topics")
     curated: tuple[CuratedFeed, ...] = ()
     max_bytes: int = 512 * 1024  # every feed file, uncompressed, stays at or under this many bytes
+    content: str = "full"  # "full": article bodies are published; "summary": excerpts only
     precompress: bool = True
     lock_timeout: float = 60.0
     schedule: ScheduleConfig = ScheduleConfig(every=900.0, cron=None, timezone="UTC", misfire_grace=300.0)
@@ -359,6 +362,7 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         families=tuple(dict.fromkeys(families)),
         curated=_curated(values["curated"], file),
         max_bytes=parse_size(max_bytes) or 0,
+        content=check("content", lambda v: v in CONTENT_MODES, "full or summary"),
         precompress=flag("precompress"),
         lock_timeout=duration("lock_timeout"),
         schedule=schedule,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from publisher import store
-from publisher.articles import Article, Image, Provider, read_article
+from publisher.articles import DEFAULT_BODY_LIMIT, Article, Image, Provider, read_article
 from publisher.errors import ArticleError
 from publisher.progress import Progress
 
@@ -63,16 +63,16 @@ def available_cores() -> int:
 
 
 def read_files(folder: Path, paths: list[str], base: str | None, workers: int,
-               parallel_from: int = PARALLEL_FROM) -> dict[str, FileRecord]:
+               parallel_from: int = PARALLEL_FROM, body_limit: int = DEFAULT_BODY_LIMIT) -> dict[str, FileRecord]:
     """Read `paths` (relative to the store `folder`), in worker processes when there are many. Reading
-    stores nothing: what to keep is the caller's business."""
+    stores nothing: what to keep is the caller's business. `body_limit`: see articles.read_article()."""
     progress = Progress(len(paths), "files read")
     records: dict[str, FileRecord] = {}
     try:
         if workers <= 1 or len(paths) < max(parallel_from, 2):
             for start in range(0, len(paths), CHUNK):
                 chunk = paths[start:start + CHUNK]
-                read = read_chunk(str(folder), chunk, base)
+                read = read_chunk(str(folder), chunk, base, body_limit)
                 records.update(zip(chunk, read, strict=False))
                 progress.advance(len(chunk))
             return records
@@ -83,7 +83,7 @@ def read_files(folder: Path, paths: list[str], base: str | None, workers: int,
         with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=_start_method(),
                                  initializer=gc.disable) as pool:
             # map() yields in submission order: the result does not depend on which worker was faster.
-            results = pool.map(read_chunk, repeat(str(folder)), chunks, repeat(base))
+            results = pool.map(read_chunk, repeat(str(folder)), chunks, repeat(base), repeat(body_limit))
             for chunk, chunk_records in zip(chunks, results, strict=False):
                 records.update(zip(chunk, chunk_records, strict=False))
                 progress.advance(len(chunk))
@@ -101,12 +101,13 @@ def _start_method() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def read_chunk(folder: str, paths: list[str], base: str | None) -> list[FileRecord]:
+def read_chunk(folder: str, paths: list[str], base: str | None,
+               body_limit: int = DEFAULT_BODY_LIMIT) -> list[FileRecord]:
     """Read some files of the store: plain data out, cheap to send back from a worker process (whose
     cyclic garbage collector is off: what reading builds is freed by reference counting alone)."""
     _prefetch(folder, paths)
     root = Path(folder)
-    return [read_record(root, path, base) for path in paths]
+    return [read_record(root, path, base, body_limit) for path in paths]
 
 
 def _prefetch(folder: str, paths: list[str]) -> None:
@@ -128,7 +129,7 @@ def _prefetch(folder: str, paths: list[str]) -> None:
             os.close(fd)
 
 
-def read_record(root: Path, path: str, base: str | None) -> FileRecord:
+def read_record(root: Path, path: str, base: str | None, body_limit: int = DEFAULT_BODY_LIMIT) -> FileRecord:
     try:
         document = store.read(root, path)
     except ArticleError as exc:
@@ -136,7 +137,7 @@ def read_record(root: Path, path: str, base: str | None) -> FileRecord:
                           ((exc.source, exc.field, exc.reason, True),), None)
     if document is None:
         return FileRecord(NO_FRONT_MATTER, None, None, None, None, None, None, (), None)
-    article, problems = read_article(document, base)
+    article, problems = read_article(document, base, body_limit)
     found = tuple((p.source, p.field, p.reason, p.fatal) for p in problems)
     if article is None:
         return FileRecord(INVALID if problems else NOT_ARTICLE, None, None, None, None, None, None, found, None)

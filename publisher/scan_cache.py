@@ -30,6 +30,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ import yaml
 
 import publisher
 from publisher import statefiles
+from publisher.articles import body_limit
 from publisher.config import Config
 
 if TYPE_CHECKING:
@@ -47,7 +49,8 @@ logger = logging.getLogger(__name__)
 FORMAT = 2
 # Modules whose code decides what a file yields or what selection makes of it: a change to any of them
 # invalidates every cache, even without a new version number.
-CODE = ("store", "simple_yaml", "articles", "urls", "xmltext", "reading", "catalog", "scan_cache", "selection")
+CODE = ("store", "simple_yaml", "articles", "body", "urls", "xmltext", "reading", "catalog", "scan_cache",
+        "selection")
 
 
 def cache_prefix(state: Path, store: Path) -> Path:
@@ -69,8 +72,18 @@ def cache_key(config: Config) -> str:
         "assets_base_url": config.assets_base_url,
         "include": list(config.include),
         "exclude": list(config.exclude),
+        "body_limit": body_limit(config.content, config.max_bytes),  # which bodies are rendered
+        # The body renderer and sanitizer: another version may render the same body otherwise.
+        "bodies": [_version("markdown-it-py"), _version("nh3")],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 # The index's columns besides paths and stats, one entry per file in path order: the FileRecord fields that

@@ -11,6 +11,7 @@ import functools
 import logging
 import mmap
 import os
+import re
 import threading
 from array import array
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Document:
     source: str  # path relative to the store, with "/" separators: what messages name
     metadata: dict[str, Any]
     body: str
+    body_problem: str | None = None  # why the body could not be read (it is then empty)
 
 
 @dataclass
@@ -224,10 +226,13 @@ def read(store: Path, relative: str) -> Document | None:
         raise ArticleError(relative, None, f"cannot read file: {exc.strerror}") from None
     if not raw.lstrip(b"\xef\xbb\xbf").startswith(FENCE):
         return None
+    body_problem = None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ArticleError(relative, None, f"not UTF-8 text (byte {exc.start})") from None
+        text, body_problem = _front_matter_only(raw, exc)
+        if body_problem is None:
+            raise ArticleError(relative, None, f"not UTF-8 text (byte {exc.start})") from None
     # python-frontmatter's own parse() turns a missing closing fence or a front matter that is not a
     # mapping into empty metadata without a word; its handler's two steps let us say what is wrong.
     handler = YAMLHandler()
@@ -251,7 +256,27 @@ def read(store: Path, relative: str) -> Document | None:
         metadata = {}
     if not isinstance(metadata, dict):
         raise ArticleError(relative, "front matter", f"expected a mapping of fields, got a {type(metadata).__name__}")
-    return Document(source=relative, metadata=metadata, body=body.strip())
+    return Document(source=relative, metadata=metadata, body=body.strip(), body_problem=body_problem)
+
+
+_CLOSING_FENCE = re.compile(rb"^-{3,}[ \t]*\r?$", re.MULTILINE)
+
+
+def _front_matter_only(raw: bytes, error: UnicodeDecodeError) -> tuple[str, str | None]:
+    """When the bytes that are not UTF-8 all lie in the body, the front matter alone (with an empty body)
+    and why the body was left out; the article can still be published from its front matter. Otherwise
+    ("", None)."""
+    start = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+    fences = list(_CLOSING_FENCE.finditer(raw, start, error.start))
+    if len(fences) < 2:  # the bad bytes come before the front matter ends
+        return "", None
+    head = raw[start:fences[1].end()]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "", None
+    offset = error.start - (fences[1].end() + 1)
+    return text + "\n", f"not UTF-8 text (byte {error.start}, {max(offset, 0)} bytes into the body)"
 
 
 def _read_bytes(path: str) -> bytes:

@@ -159,7 +159,7 @@ def test_unpublished_and_kept_fields():
 
 
 def test_body_is_content():
-    assert article(body="First para.\n\nSecond.").content == "First para.\n\nSecond."
+    assert article(body="First *para*.\n\nSecond.").content == "<p>First <em>para</em>.</p>\n<p>Second.</p>"
 
 
 @pytest.mark.parametrize("url, expected", [

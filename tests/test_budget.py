@@ -100,7 +100,7 @@ def test_the_next_entry_would_not_have_fitted(big_store):
 
 def test_newest_entry_too_big_is_kept_without_its_content(tmp_path):
     store = tmp_path / "store"
-    write_story(store, 2, 40_000)  # the newest, alone over the budget
+    write_story(store, 2, 16_000)  # the newest: within max_bytes alone, over it in a feed file
     write_story(store, 1, 1_000)
     config = make_config(tmp_path, max_bytes="16KiB")
     report = build(config)

@@ -175,8 +175,8 @@ def test_logo_is_the_rss_enclosure_when_there_is_no_image(tmp_path):
     assert by_link["https://news.example.com/bare"].findall("enclosure") == []
 
 
-def test_body_becomes_content(tmp_path):
-    path = write_article(tmp_path / "store", "x.md")
+def test_plain_text_body_becomes_content(tmp_path):
+    path = write_article(tmp_path / "store", "x.txt")  # .txt: plain text (.md would be Markdown)
     path.write_text(path.read_text() + "First <para>.\n\nSecond & last.\n")
     build(make_config(tmp_path))
     entry = parse(tmp_path / "out" / "all.atom").entries[0]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import feedparser
+import lxml.html
 import pytest
 import yaml
 from lxml import etree
@@ -218,3 +220,28 @@ def test_corpus_feeds_cut_to_a_small_budget_still_parse(tmp_path):
         if path.suffix in (".atom", ".rss"):
             parsed = feedparser.parse(path.read_bytes())
             assert not parsed.bozo and parsed.entries, (path, parsed.get("bozo_exception"))
+
+
+def test_content_html_in_every_corpus_feed_is_safe_with_absolute_urls(corpus_build):
+    """The newsletters' bodies: sanitized HTML in Atom content, RSS content:encoded and JSON content_html."""
+    out = corpus_build["out"]
+    bodies: list[str] = []
+    for path in feed_files(out):
+        root = etree.parse(str(path))
+        bodies += [el.text for el in root.iter(f"{{{ATOM}}}content", f"{{{NS['content']}}}encoded") if el.text]
+    for path in out.rglob("*.json"):
+        if path.name != "feeds.json":
+            bodies += [item["content_html"] for item in json.loads(path.read_bytes()).get("items", [])
+                       if "content_html" in item]
+    assert len(bodies) >= 6  # two newsletters in Atom, RSS and JSON of the overall feed at least
+    for body in bodies:
+        fragment = lxml.html.fragment_fromstring(body, create_parent="div")
+        assert "News of the day" in fragment.text_content()
+        for element in fragment.iter():
+            assert isinstance(element.tag, str) and element.tag not in ("script", "style", "head", "title")
+            for name, value in element.attrib.items():
+                assert not name.startswith("on") and name != "style"
+                if name in ("href", "src"):
+                    parts = urlsplit(value)
+                    assert (parts.scheme in ("http", "https") and parts.netloc) or parts.scheme == "mailto", value
+        assert "{%" not in body and "{can-spam}" not in body and "[if mso]" not in body

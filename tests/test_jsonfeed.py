@@ -87,7 +87,7 @@ def test_json_feed_fields_of_one_article(tmp_path):
     store = tmp_path / "store"
     write_article(store, "a.md", title='Quotes " and <tags> & ünïcode', excerpt="Text &amp; more",
                   topics=["AI", "Robots"], updatedDateTime="2024-01-03T00:00:00+02:00")
-    (store / "b.md").write_text((store / "a.md").read_text().replace("/a", "/b") + "A body.\n\nSecond <p>.\n")
+    (store / "b.txt").write_text((store / "a.md").read_text().replace("/a", "/b") + "A body.\n\nSecond <p>.\n")
     config = make_config(tmp_path, site={**SITE, "icon": "https://example.org/icon.png",
                                          "logo": "https://example.org/logo.png",
                                          "author": {"name": "Ed", "uri": "https://example.org/ed"}})
