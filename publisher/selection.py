@@ -19,6 +19,8 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any, NamedTuple
 
+from anyascii import anyascii
+
 from publisher.articles import Article, Image
 
 logger = logging.getLogger(__name__)
@@ -374,16 +376,33 @@ def _display_name(spellings: Counter[str]) -> str:
 
 
 def slugify(name: str) -> str:
-    """A safe file name: lower-case ASCII letters, digits and "-", accents folded. A name with nothing
-    left (Chinese, emoji) gets a stable slug derived from a hash of the name."""
-    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii").lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", folded).strip("-")[:80].rstrip("-")
-    return slug or f"topic-{_short_hash(name)}"
+    """A safe file name: lower-case ASCII letters, digits and "-", at most 80 characters.
+
+    1. Accents folded (Unicode decomposition): what every slug was before transliteration, so that a slug
+       made this way never changes ("Émile Zola" gives "emile-zola"; "AI 人工智能" gives "ai").
+    2. When that leaves nothing (a name in Chinese, Japanese, Korean, Cyrillic, Greek, Arabic ...): the name
+       transliterated by anyascii, each Chinese or Korean syllable a word ("人工智能" gives
+       "ren-gong-zhi-neng", "Машинное обучение" "mashinnoe-obuchenie").
+    3. When even that leaves nothing ("..", "★"): "topic-" and a stable hash of the name.
+    """
+    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    return _slug_of(folded) or _slug_of(_transliterated(name)) or f"topic-{_short_hash(name)}"
+
+
+def _slug_of(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80].rstrip("-")
+
+
+def _transliterated(name: str) -> str:
+    """ASCII for a name in any script. anyascii writes Han and Hangul syllables in CamelCase ("人工智能" is
+    "RenGongZhiNeng"): a capital after a small letter starts a new word."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", anyascii(name))
 
 
 def assign_slugs(names: dict[str, str]) -> dict[str, str]:
-    """Slug per topic key. Distinct topics whose names fold to one slug ("C++" and "C#" both give "c"): the
-    key that sorts first keeps the plain slug, each other one gets "-" and a hash of its key appended."""
+    """Slug per topic key. Distinct topics whose names fold to one slug ("C++" and "C#" both give "c";
+    "人工智能" and "Ren Gong Zhi Neng" both "ren-gong-zhi-neng"): the key that sorts first (by code point)
+    keeps the plain slug, each other one gets "-" and a hash of its key appended."""
     by_slug: dict[str, list[str]] = defaultdict(list)
     for key, name in names.items():
         by_slug[slugify(name) if name else ""].append(key)

@@ -200,6 +200,7 @@ def test_hostile_topic_names_stay_inside_the_output(tmp_path):
     # "Ai" and "AI" are one topic; the other 12 names give 12 feeds, "C++" and "C#" apart.
     assert len(names) == len(HOSTILE_TOPICS) - 1
     assert "escape.atom" in names and "emile-zola.atom" in names and "c.atom" in names
+    assert "ren-gong-zhi-neng.atom" in names  # 人工智能, transliterated
     assert any(n.startswith("topic-") for n in names) and any(n.startswith("c-") for n in names)
     assert not (tmp_path / "escape.atom").exists()
     titles = {parse(p).feed.title for p in (out / "topics").glob("*.atom")}
