@@ -20,6 +20,7 @@ atomically, is statefiles' (open_binary, write_binary).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -79,6 +80,7 @@ def cache_key(config: Config) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+@functools.cache  # an installed package's version does not change while the process runs
 def _version(package: str) -> str:
     try:
         return version(package)
