@@ -121,8 +121,9 @@ DEFAULT_BODY_LIMIT = 512 * 1024
 
 def body_limit(content: str, max_bytes: int) -> int:
     """How long a body may be to be rendered: 0 for `content: summary` (no bodies at all), else max_bytes.
-    A longer body could not be carried whole by any feed file, and rendering megabytes of hostile
-    Markdown costs seconds: such an article is published with its excerpt."""
+    A longer body would seldom fit in a feed file once rendered (Markdown only grows, and Atom and RSS
+    escape the HTML), and rendering megabytes of hostile text costs seconds: such an article is published
+    with its excerpt."""
     return 0 if content == "summary" else max_bytes
 
 
@@ -230,7 +231,7 @@ def _content(r: _Reader, body: str, url: str) -> str | None:
         return None
     size = len(body.encode("utf-8", "surrogatepass"))
     if size > r.body_limit:
-        r.warn("body", f"{size} bytes, more than a feed file may hold (max_bytes {r.body_limit}); "
+        r.warn("body", f"{size} bytes, longer than max_bytes ({r.body_limit}): not rendered; "
                        "published without it")
         return None
     try:

@@ -211,7 +211,7 @@ def test_a_body_longer_than_max_bytes_is_left_out_with_a_warning(tmp_path):
     assert (store / "huge.md").stat().st_size > 5_000_000
     result = run_cli("build", "-c", write_config(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert re.search(r"huge\.md: body: 5\d{6} bytes, more than a feed file may hold \(max_bytes 524288\); "
+    assert re.search(r"huge\.md: body: 5\d{6} bytes, longer than max_bytes \(524288\): not rendered; "
                      "published without it", result.stderr)
     for extension in (".atom", ".rss", ".json"):
         assert (tmp_path / "out" / f"all{extension}").stat().st_size <= 512 * 1024
