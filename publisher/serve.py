@@ -73,7 +73,7 @@ class PreviewServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.socket.getsockname()[:2]  # an IP socket's name: (host, port, ...), host a str
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
