@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from publisher import catalog
 from publisher.catalog import Collection
@@ -19,14 +20,15 @@ from publisher.fingerprints import Trim, known_feeds
 from publisher.mirror import mirror_store, store_label
 from publisher.pages import feed_page, page_path, site_pages
 from publisher.precompress import gzip_copies
-from publisher.probe import ProbeReport, apply_sizes, enclosure_urls, probe_enclosures
 from publisher.render import FORMATS, Format, render_within
 from publisher.selection import Feed
 from publisher.targets import Target, open_target
-from publisher.web import user_agent
-from publisher.websub import Ping, changed_feed_urls, ping_hubs
 from publisher.wording import plural
 from publisher.writer import WriteResult
+
+if TYPE_CHECKING:  # the network edges (requests) are imported only by builds that use them
+    from publisher.probe import ProbeReport
+    from publisher.websub import Ping
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,9 @@ def build(config: Config, now: datetime | None = None,
     live, feeds = catalog.select(collection, config, now)  # the last selection, when nothing changed
     probes = None
     if config.enclosures.probe:
+        from publisher.probe import apply_sizes, enclosure_urls, probe_enclosures
+        from publisher.web import user_agent
+
         probes = probe_enclosures(enclosure_urls(feeds), config.state, config.enclosures,
                                   user_agent(config.site.home), now.timestamp(), stop_requested)
         feeds = apply_sizes(feeds, probes.sizes)
@@ -126,8 +131,7 @@ def build(config: Config, now: datetime | None = None,
     writes = target.publish(files, known.kept, stop_requested)
     if writes.ok:  # a build that could not publish leaves the state as the served files are
         known.record(writes)
-    pings = ping_hubs(config.websub.hubs, changed_feed_urls(writes.written, config.site.base_url),
-                      user_agent(config.site.home))
+    pings = _notify(config, writes)
     skipped = Counter(invalid=collection.invalid, unpublished=live.unpublished, scheduled=live.scheduled,
                       duplicate=live.duplicates)
     report = BuildReport(collection, feeds, skipped, writes, live.next_due, time.monotonic() - started,
@@ -152,3 +156,14 @@ def _render(feeds: list[Feed], formats: list[Format], config: Config) -> tuple[d
                                name, len(fitted.data), config.max_bytes,
                                " and without its content" if fitted.without_content else "")
     return files, trimmed
+
+
+def _notify(config: Config, writes: WriteResult) -> list[Ping]:
+    """WebSub pings for the feeds this build changed; none (and no HTTP library loaded) without hubs."""
+    if not config.websub.hubs:
+        return []
+    from publisher.web import user_agent
+    from publisher.websub import changed_feed_urls, ping_hubs
+
+    return ping_hubs(config.websub.hubs, changed_feed_urls(writes.written, config.site.base_url),
+                     user_agent(config.site.home))

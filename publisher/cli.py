@@ -16,7 +16,6 @@ from publisher import __version__
 from publisher.bucket import DeletionLimit
 from publisher.build import check_store
 from publisher.config import Config, load_config
-from publisher.daemon import run_daemon
 from publisher.errors import ConfigError, PublisherError, ServeError, StoreError
 from publisher.jobs import locked_build
 from publisher.lease import LeaseHeld
@@ -167,6 +166,8 @@ def _check(args: argparse.Namespace, config: Config) -> int:
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
+    from publisher.daemon import run_daemon  # the scheduler and the watcher: only the daemon needs them
+
     try:
         return run_daemon(args.config, config, _overrides(args))
     except DaemonRunning as exc:

@@ -11,11 +11,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-
 if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
+    from apscheduler.triggers.cron import CronTrigger
+
     from publisher.config import ScheduleConfig
 
 # Index = cron's weekday number (0 = Sunday, 7 = Sunday again).
@@ -24,7 +23,13 @@ _NAMES = {name: number for number, name in enumerate(CRON_DAYS[:7])}
 _TERM = re.compile(r"^(?P<range>\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(?P<step>\d+))?$")
 
 
+# APScheduler is imported where a trigger is made: `publisher build` needs none, and its import is a good
+# part of the command's start-up.
+
+
 def trigger(schedule: ScheduleConfig) -> BaseTrigger:
+    from apscheduler.triggers.interval import IntervalTrigger
+
     if schedule.cron is not None:
         return cron_trigger(schedule.cron, schedule.timezone)
     assert schedule.every is not None
@@ -56,6 +61,8 @@ def cron_trigger(line: str, timezone: str) -> CronTrigger:
     if len(fields) != 5:
         raise ValueError(f"expected five fields, got {len(fields)}")
     fields[4] = cron_weekdays(fields[4])
+    from apscheduler.triggers.cron import CronTrigger
+
     return CronTrigger.from_crontab(" ".join(fields), timezone=timezone)
 
 
