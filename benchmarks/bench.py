@@ -80,13 +80,18 @@ def main() -> int:
     parser.add_argument("--s3", action="store_true",
                         help="store and output in buckets of a local S3 endpoint (moto's server on 127.0.0.1; "
                         "needs the test extra): cold, no-op and one new object")
+    parser.add_argument("--families", default="all,topics",
+                        help="config `families`, comma-separated (default all,topics; all,topics,providers adds "
+                        "one feed per provider)")
+    parser.add_argument("--archives", action="store_true", help="config `archives: true` (RFC 5005 monthly archives)")
     args = parser.parse_args()
     size = parse_size(args.size)
+    feeds = [f"families: [{args.families}]", f"archives: {'true' if args.archives else 'false'}"]
     work = args.keep or Path(tempfile.mkdtemp(prefix="publisher-bench-"))
     try:
         if args.s3:
-            return run_s3(work, size, args.runs, args.topics)
-        return run(work, size, args.runs, args.topics, args.drop_caches)
+            return run_s3(work, size, args.runs, args.topics, feeds)
+        return run(work, size, args.runs, args.topics, args.drop_caches, feeds)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -97,12 +102,12 @@ def parse_size(text: str) -> int:
     return int(float(text[:-1]) * 1000) if text.endswith("k") else int(text)
 
 
-def run(work: Path, size: int, runs: int, topics: int, drop_caches: bool) -> int:
+def run(work: Path, size: int, runs: int, topics: int, drop_caches: bool, feeds: list[str]) -> int:
     store, config = work / "store", work / "config.yaml"
     rng = random.Random(6)
     started = time.monotonic()
     generated = generate(store, size, topics, rng) if not store.is_dir() else count_files(store)
-    config.write_text(config_text(), encoding="utf-8")
+    config.write_text(config_text(feeds), encoding="utf-8")
     print(f"generated {generated} files ({du(store) / 2**20:.0f} MiB) in {time.monotonic() - started:.0f}s "
           f"under {store}", file=sys.stderr)
     # A file modified within a second of a scan is read again by the next one (catalog.RACY_NS): let the
@@ -126,11 +131,11 @@ def run(work: Path, size: int, runs: int, topics: int, drop_caches: bool) -> int
         progress = ", ".join(f"{name} {results[-1].build:.2f}s/{results[-1].command:.2f}s"
                              for name, results in rows.items())
         print(f"run {index + 1}/{runs}: {progress}", file=sys.stderr)
-    print(table(size, topics, runs, rows, drop_caches))
+    print(table(size, topics, runs, rows, drop_caches, feeds))
     return 0 if all(result.rewritten == 0 for result in rows["noop"]) else 1
 
 
-def run_s3(work: Path, size: int, runs: int, topics: int) -> int:
+def run_s3(work: Path, size: int, runs: int, topics: int, feeds: list[str]) -> int:
     """The same store, uploaded to a bucket of a local S3 endpoint, built into another bucket: what a build
     costs when every file and every object goes through the S3 protocol (HTTP on loopback, so without the
     latency of a real service: a real one adds its round trips, which `s3.workers` overlaps)."""
@@ -144,7 +149,7 @@ def run_s3(work: Path, size: int, runs: int, topics: int) -> int:
         s3.upload_folder(store, "bench-store", "articles/")
         print(f"generated {generated} files and uploaded them in {time.monotonic() - started:.0f}s",
               file=sys.stderr)
-        config.write_text(config_text().replace("store: store", "store: s3://bench-store/articles/").replace(
+        config.write_text(config_text(feeds).replace("store: store", "store: s3://bench-store/articles/").replace(
             "output: out", "output: s3://bench-feeds/site/") + f"s3:\n  endpoint_url: {s3.url}\n", encoding="utf-8")
         os.environ.update(s3.environment())
         rows: dict[str, list[Result]] = {name: [] for name in ("cold", "noop", "one")}
@@ -212,7 +217,8 @@ def files_state(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_ino) for p in folder.rglob("*") if p.is_file()}
 
 
-def table(size: int, topics: int, runs: int, rows: dict[str, list[Result]], drop_caches: bool) -> str:
+def table(size: int, topics: int, runs: int, rows: dict[str, list[Result]], drop_caches: bool,
+          feeds: list[str]) -> str:
     def median(name: str, what: str) -> str:
         return f"{statistics.median(getattr(result, what) for result in rows[name]):.2f} s"
     cold = rows["cold"]
@@ -220,7 +226,8 @@ def table(size: int, topics: int, runs: int, rows: dict[str, list[Result]], drop
     worker = max(result.worker_kib for result in cold) / 1024
     cache = "page cache emptied before each cold build" if drop_caches else "page cache as the runs left it"
     lines = [
-        f"publisher build, {size:,} articles, {topics} topics: median of {runs} runs ({cache})",
+        f"publisher build, {size:,} articles, {topics} topics ({', '.join(feeds)}): median of {runs} runs "
+        f"({cache})",
         "",
         "| scenario | build | command |",
         "| --- | --- | --- |",
@@ -255,10 +262,11 @@ def du(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def config_text() -> str:
+def config_text(feeds: list[str]) -> str:
+    """The benchmark's config.yaml; `feeds`: the --families and --archives settings, as config lines."""
     return "\n".join([
         "store: store", "output: out", "state: state", "assets_base_url: https://everyday-cc.github.io/ai/",
-        "max_items: 50", "site:", "  title: Bench", "  base_url: https://feeds.example.org/", "",
+        "max_items: 50", *feeds, "site:", "  title: Bench", "  base_url: https://feeds.example.org/", "",
     ])
 
 

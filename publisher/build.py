@@ -8,11 +8,11 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from publisher import catalog
+from publisher import archives, catalog
 from publisher.catalog import Collection
 from publisher.config import Config
 from publisher.errors import BuildInterrupted
@@ -115,6 +115,10 @@ def build(config: Config, now: datetime | None = None,
                                   user_agent(config.site.home), now.timestamp(), stop_requested)
         feeds = apply_sizes(feeds, probes.sizes)
     formats = [FORMATS[name] for name in config.formats]
+    archived = None
+    if config.archives:  # first: a subscription feed links its newest archive document
+        archived = archives.prepare(collection, config, feeds, catalog.feed_families(config), now, target)
+        feeds = [replace(feed, history=archived.history.get(feed.spec.path)) for feed in feeds]
     known = known_feeds(config, feeds, formats, target)  # feeds whose files are as they would be rendered
     files, trimmed = _render([feed for feed in feeds if feed.spec.path not in known.unchanged], formats, config)
     known.trimmed.update(trimmed)
@@ -125,12 +129,16 @@ def build(config: Config, now: datetime | None = None,
     files.update(site_pages(feeds, formats, config.site, catalog.feed_families(config)))
     if target.gzip_copies:
         files.update(gzip_copies(files))
+    if archived is not None:  # no gzip copies: see archives.py
+        files.update(archived.files)
     if stop_requested():
         # Stopping before the first write leaves every served file as it was.
         raise BuildInterrupted("stop requested before writing; nothing written")
-    writes = target.publish(files, known.kept, stop_requested)
+    writes = target.publish(files, known.kept | (archived.kept if archived else set()), stop_requested)
     if writes.ok:  # a build that could not publish leaves the state as the served files are
         known.record(writes)
+        if archived is not None:
+            archived.record(writes, target)
     pings = _notify(config, writes)
     skipped = Counter(invalid=collection.invalid, unpublished=live.unpublished, scheduled=live.scheduled,
                       duplicate=live.duplicates)

@@ -416,6 +416,44 @@ def _remember(cache: ScanState, settings: list[Any], moment: int, live: Live, co
     statefiles.write_binary(cache.feeds_path, cache.key, header, payload)
 
 
+# What the archives (archives.py) ask of the catalog: the live articles and a stamp of each one's file, to
+# tell which months changed without reading an article, and the full Articles of the months that did.
+
+def live_now(collection: Collection, now: datetime) -> Sequence[Summary]:
+    """The live articles of the store (duplicates collapsed, unpublished and scheduled ones left out)."""
+    return live_articles(collection.articles, reading.microseconds(now)).articles
+
+
+def file_tokens(collection: Collection) -> dict[str, int]:
+    """Per article file, a number that changes when the file does: a hash of its size, mtime and inode as
+    scanned (ints hash the same in every process, unlike strings)."""
+    index = _cache(collection).index()
+    stats = index.stats
+    return {path: hash((stats[3 * row], stats[3 * row + 1], stats[3 * row + 2]))
+            for row, path in enumerate(index.paths)}
+
+
+def full_articles(collection: Collection, sources: Iterable[str]) -> dict[str, Article]:
+    """The full Articles of `sources`, from the record cache (or read again)."""
+    return {source: article for source, (article, _) in _cache(collection).articles(sources).items()}
+
+
+def store_digest(collection: Collection) -> str:
+    """Changes when any file of the store is added, removed, or changes its stat."""
+    return _cache(collection).digest
+
+
+def reading_key(collection: Collection) -> str:
+    """The scan cache's key: what a file yields depends on it (code, versions, settings)."""
+    return _cache(collection).key
+
+
+def _cache(collection: Collection) -> ScanState:
+    if collection.cache is None:
+        raise ValueError("the archives need a Collection made by collect()")
+    return collection.cache
+
+
 def _spec(fields: list[Any]) -> FeedSpec:
     """A FeedSpec from its fields as _remember() kept them (astuple: its image as a tuple)."""
     spec = FeedSpec(*fields)

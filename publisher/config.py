@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "formats": ["atom", "rss", "json"],
     "families": ["all", "topics"],
     "curated": [],
+    "archives": False,
     "precompress": True,
     "lock_timeout": "60s",
     "schedule": {
@@ -183,6 +184,7 @@ class Config:
     curated: tuple[CuratedFeed, ...] = ()
     max_bytes: int = 512 * 1024  # every feed file, uncompressed, stays at or under this many bytes
     content: str = "full"  # "full": article bodies are published; "summary": excerpts only
+    archives: bool = False
     precompress: bool = True
     lock_timeout: float = 60.0
     schedule: ScheduleConfig = ScheduleConfig(every=900.0, cron=None, timezone="UTC", misfire_grace=300.0)
@@ -363,6 +365,7 @@ def _validate(values: dict[str, Any], path: Path) -> Config:
         curated=_curated(values["curated"], file),
         max_bytes=parse_size(max_bytes) or 0,
         content=check("content", lambda v: v in CONTENT_MODES, "full or summary"),
+        archives=flag("archives"),
         precompress=flag("precompress"),
         lock_timeout=duration("lock_timeout"),
         schedule=schedule,

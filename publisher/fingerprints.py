@@ -127,7 +127,7 @@ def known_feeds(config: Config, feeds: Sequence[Feed], formats: Sequence[Format]
 def fingerprint(feed: Feed, settings: str) -> str:
     """A digest of the feed and the settings: repr() of plain values, stable from one run to the next."""
     digest = hashlib.sha256(settings.encode("utf-8"))
-    digest.update(repr(feed.spec).encode("utf-8"))  # every field, a feed's image among them
+    digest.update(repr((feed.spec, feed.history)).encode("utf-8"))  # every field, a feed's image among them
     for entry in feed.entries:
         digest.update(repr(entry).encode("utf-8", "surrogatepass"))  # the Article as its dataclass shows it
     return digest.hexdigest()
@@ -138,6 +138,11 @@ def state_path(state: Path, output: Path | S3Location) -> Path:
     name = str(output.resolve()) if isinstance(output, Path) else str(output)
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
     return state / "fingerprints" / f"{digest}.json"
+
+
+def rendering_settings(config: Config, formats: Iterable[Format]) -> str:
+    """A digest of what every document depends on besides its entries (the archives use it too)."""
+    return _settings(config, formats)
 
 
 def _settings(config: Config, formats: Iterable[Format]) -> str:

@@ -6,7 +6,11 @@ Format knowledge lives here, next to the spec it follows:
   (RSS `<author>` must be an e-mail address) and Media RSS (https://www.rssboard.org/media-rss) for images;
 - JSON Feed 1.1 (https://www.jsonfeed.org/version/1.1/), written directly: feedgen does not know it;
 - WebSub discovery (https://www.w3.org/TR/websub/#discovery): a `rel="hub"` link per configured hub in
-  every format, beside the `rel="self"` link that names the topic URL.
+  every format, beside the `rel="self"` link that names the topic URL;
+- Feed Paging and Archiving, RFC 5005 section 4 (https://www.rfc-editor.org/rfc/rfc5005#section-4): an
+  archive document says `<fh:archive/>` and links `current` (the subscription feed), `prev-archive` and
+  `next-archive`; a subscription feed links `prev-archive` to its newest archive document. In RSS as
+  `atom:link` and `fh:archive` in the channel (RFC 5005 appendix B). JSON Feed has no archives.
 
 feedgen formats RSS dates by switching the process-wide locale, so rendering must stay on one thread; the
 build never renders from more than one.
@@ -32,6 +36,7 @@ from publisher.selection import Feed
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 MEDIA_NS = "http://search.yahoo.com/mrss/"
+HISTORY_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005's fh: namespace
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 # The date of an empty feed: fixed, so that an empty feed's bytes never change between builds.
 EMPTY_FEED_DATE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -122,9 +127,12 @@ def _generator(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...])
     fg.register_extension("atom_enclosures", _NoFeedExtension, _AtomEnclosures, atom=True, rss=False)
     fg.register_extension("rss_item", _MediaNamespace, _RssItem, atom=False, rss=True)
     fg.load_extension("dc", atom=False, rss=True)
-    if hubs:
-        fg.register_extension("rss_hubs", _RssHubs, atom=False, rss=True)
-        fg.rss_hubs.hubs = hubs
+    links = [(hub, "hub", None) for hub in hubs] + _history_links(feed, fmt, site)
+    if links:
+        fg.register_extension("rss_links", _RssLinks, atom=False, rss=True)
+        fg.rss_links.links = links
+    if feed.history is not None and feed.history.archive:
+        fg.register_extension("archive_mark", _ArchiveMark, atom=True, rss=True)
     self_url = feed_url(site, feed, fmt)
     fg.id(self_url)
     fg.title(feed.spec.title)
@@ -132,8 +140,8 @@ def _generator(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...])
     # RSS <link> takes the last link set (feedgen), so the home page goes last; RSS gets the self link as
     # atom:link (RSS Advisory Board best practice).
     fg.link(href=self_url, rel="self", type=fmt.media_type)
-    for hub in hubs:  # Atom only: feedgen drops rel="hub" from RSS (upstream #122); _RssHubs writes it
-        fg.link(href=hub, rel="hub")
+    for href, rel, media_type in links:  # Atom only: feedgen drops every other rel from RSS (upstream #122)
+        fg.link(href=href, rel=rel, **({"type": media_type} if media_type else {}))
     fg.link(href=site.home, rel="alternate", type="text/html")
     if site.language:
         fg.language(site.language)
@@ -158,6 +166,15 @@ def _generator(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...])
     fg.updated(updated)
     fg.pubDate(updated)
     return fg
+
+
+def _history_links(feed: Feed, fmt: Format, site: SiteConfig) -> list[tuple[str, str, str | None]]:
+    """(href, rel, type) of the RFC 5005 links of `feed`, in Atom and RSS."""
+    history = feed.history
+    if history is None or fmt.name not in ARCHIVE_FORMATS:
+        return []
+    targets = [(history.current, "current"), (history.prev, "prev-archive"), (history.next, "next-archive")]
+    return [(f"{site.base_url}{path}{fmt.extension}", rel, fmt.media_type) for path, rel in targets if path]
 
 
 def _add_entry(fg: FeedGenerator, article: Article) -> None:
@@ -216,20 +233,39 @@ class _AtomEnclosures(BaseEntryExtension):  # type: ignore[misc]  # feedgen is u
         return entry
 
 
-class _RssHubs(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
-    """`<atom:link rel="hub">` per hub right after the self link: feedgen 1.0.0 writes only the first self
-    link of the Atom links into RSS and drops every other (upstream #122)."""
+class _RssLinks(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
+    """`<atom:link>` per WebSub hub and RFC 5005 link right after the self link: feedgen 1.0.0 writes only
+    the first self link of the Atom links into RSS and drops every other (upstream #122)."""
 
     def __init__(self) -> None:
-        self.hubs: tuple[str, ...] = ()
+        self.links: list[tuple[str, str, str | None]] = []
 
     def extend_rss(self, rss: etree._Element) -> etree._Element:
         channel = rss.find("channel")
         links = channel.findall(f"{{{ATOM_NS}}}link")
         position = channel.index(links[-1]) + 1 if links else len(channel)
-        for offset, hub in enumerate(self.hubs):
-            link = etree.Element(f"{{{ATOM_NS}}}link", href=hub, rel="hub")
+        for offset, (href, rel, media_type) in enumerate(self.links):
+            link = etree.Element(f"{{{ATOM_NS}}}link", href=href, rel=rel)
+            if media_type:
+                link.set("type", media_type)
             channel.insert(position + offset, link)
+        return rss
+
+
+class _ArchiveMark(BaseExtension):  # type: ignore[misc]  # feedgen is untyped
+    """`<fh:archive/>` in an archive document's head (RFC 5005 section 4; in RSS, in the channel)."""
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": HISTORY_NS}
+
+    def extend_atom(self, feed: etree._Element) -> etree._Element:
+        feed.insert(0, etree.Element(f"{{{HISTORY_NS}}}archive"))
+        return feed
+
+    def extend_rss(self, rss: etree._Element) -> etree._Element:
+        channel = rss.find("channel")
+        assert channel is not None  # feedgen always writes one
+        channel.insert(0, etree.Element(f"{{{HISTORY_NS}}}archive"))
         return rss
 
 
@@ -340,6 +376,7 @@ def _json_attachment(image: Image) -> dict[str, Any]:
     return attachment
 
 
+ARCHIVE_FORMATS = ("atom", "rss")  # the formats that have RFC 5005 archives
 FORMATS: dict[str, Format] = {
     "atom": Format("atom", ".atom", "application/atom+xml", "Atom", _atom),
     "rss": Format("rss", ".rss", "application/rss+xml", "RSS", _rss),

@@ -152,6 +152,17 @@ class FeedSpec:
     label: str | None  # the feed's name in its family: the topic, the provider, the curated feed's title
     category: bool = False  # the label is the feed's category (topic feeds)
     image: Image | None = None  # the feed's own logo (a provider's); None: the site's
+    key: str = ""  # what the family's labels of this feed fold to (topic_key): "" for the overall feed
+
+
+@dataclass(frozen=True)
+class History:
+    """A document's place in its feed's archive (RFC 5005 section 4): output paths without extension."""
+
+    archive: bool  # an archive document (it says <fh:archive/>), else the subscription feed
+    current: str | None = None  # the subscription feed, from an archive document
+    prev: str | None = None  # the next older archive document
+    next: str | None = None  # the next newer archive document
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,7 @@ class Feed:
     spec: FeedSpec
     entries: tuple[Article, ...]  # newest first, at most max_items
     total: int  # how many live articles belong to the feed, before max_items
+    history: History | None = None  # with `archives` on: its links into the feed's archive
 
     @property
     def updated(self) -> datetime | None:
@@ -343,6 +355,7 @@ def feeds_from(counted: Tally, site_title: str, max_items: int,
                 label=name or None,
                 category=family.category,
                 image=_image(next(filter(None, map(family.logo, entries)), None)) if family.logo else None,
+                key=key,
             )
             feeds.append(SelectedFeed(spec=spec, entries=tuple(entries), total=sum(labels.values())))
     if not any(feed.spec.family == families[0].name for feed in feeds):
@@ -351,6 +364,36 @@ def feeds_from(counted: Tally, site_title: str, max_items: int,
         feeds.append(SelectedFeed(FeedSpec(first.name, first.path.format(slug=""), first.title.format(
             site=site_title, label=""), None), (), 0))
     return sorted(feeds, key=lambda feed: feed.spec.path)
+
+
+def archive_months(articles: Iterable[Summary], feeds: Sequence[Feed], families: Sequence[Family]
+                   ) -> dict[str, dict[str, list[Summary]]]:
+    """Every live article of every feed by the month (UTC) of its published date: feed path -> "YYYY-MM" ->
+    the articles, newest first. One pass over the articles per family."""
+    paths = {(feed.spec.family, feed.spec.key): feed.spec.path for feed in feeds}
+    found: dict[str, dict[str, list[Summary]]] = {feed.spec.path: {} for feed in feeds}
+    ordered = newest_first(articles)
+    month_of_day: dict[int, str] = {}
+    months = []
+    for article in ordered:
+        day = article.published // _DAY
+        month = month_of_day.get(day)
+        if month is None:
+            month = month_of_day[day] = as_datetime(article.published).strftime("%Y-%m")
+        months.append(month)
+    for family in families:
+        path_of: dict[str, str | None] = {}  # label -> feed path: topic_key() once per distinct label
+        for article, month in zip(ordered, months, strict=True):
+            for label in family.labels(article):
+                if label not in path_of:
+                    path_of[label] = paths.get((family.name, topic_key(label)))
+                path = path_of[label]
+                if path is not None:
+                    found[path].setdefault(month, []).append(article)
+    return found
+
+
+_DAY = 86_400_000_000  # microseconds
 
 
 def newest_first(articles: Iterable[Summary]) -> list[Summary]:

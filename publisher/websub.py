@@ -50,9 +50,11 @@ class _Outcome:
 
 def changed_feed_urls(written: Iterable[str], base_url: str) -> list[str]:
     """Public URLs of the feeds among `written` (paths relative to the output folder): files with a feed
-    format's extension, not their gzip copies or other pages."""
+    format's extension, not their gzip copies, other pages or archive documents (nobody subscribes to
+    those)."""
     extensions = tuple(fmt.extension for fmt in FORMATS.values())
-    return [f"{base_url}{path}" for path in sorted(written) if path.endswith(extensions)]
+    return [f"{base_url}{path}" for path in sorted(written)
+            if path.endswith(extensions) and not path.startswith("archive/")]
 
 
 def ping_hubs(hubs: Sequence[str], urls: Sequence[str], agent: str,
