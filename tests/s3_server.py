@@ -42,6 +42,7 @@ class S3Server:
     url: str = ""
     calls: list[Call] = field(default_factory=list)
     ignore_conditions: bool = False  # behave like a service that does not support conditional writes
+    refuse: Callable[[str, str], bool] | None = None  # (method, key) -> answer 403 AccessDenied instead
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client(self, **credentials: str) -> Any:
@@ -70,6 +71,12 @@ class S3Server:
             if self.ignore_conditions:
                 environ.pop("HTTP_IF_NONE_MATCH", None)
                 environ.pop("HTTP_IF_MATCH", None)
+            if self.refuse is not None and self.refuse(environ["REQUEST_METHOD"], key):
+                body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+                environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                start_response("403 Forbidden", [("Content-Type", "application/xml"),
+                                                 ("Content-Length", str(len(body)))])
+                return [body]
             return app(environ, start_response)
         return recording
 

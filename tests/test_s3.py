@@ -162,6 +162,43 @@ def test_a_changed_feed_is_uploaded_feeds_first_and_a_removed_topic_deleted_but_
     assert order[-1] == "" and s3_server.calls_since(mark, bucket, ("POST",))[-1].query.startswith("delete")
 
 
+def test_failed_uploads_leave_the_previous_objects_exit_4_in_one_line_and_the_next_build_finishes(
+        tmp_path, s3_server):
+    topic_store(tmp_path / "store", ["AI", "Robots"])
+    bucket = new_bucket(s3_server)
+    client = s3_server.client()
+    config = bucket_config(tmp_path / "remote", s3_server, bucket)
+    assert run_cli("build", "-q", "-c", config).returncode == 0
+    before = objects(client, bucket)
+    write_article(tmp_path / "store", "ai-new.md", topics=["AI"], publishedDateTime="2024-02-01T00:00:00Z")
+    (tmp_path / "store" / "robots-0.md").unlink()
+
+    s3_server.refuse = lambda method, key: method == "PUT" and key.endswith(".rss")
+    try:
+        result = run_cli("build", "-q", "-c", config)
+    finally:
+        s3_server.refuse = None
+    assert result.returncode == 4
+    assert error_lines(result) == [
+        f"Error: 2 objects not uploaded: s3://{bucket}/feeds/: access denied (AccessDenied); the credentials need "
+        f"list, get, put and delete on this prefix (first: s3://{bucket}/feeds/all.rss)"]
+    found = objects(client, bucket)
+    assert found["all.rss"] == before["all.rss"] and found["topics/ai.rss"] == before["topics/ai.rss"]
+    assert "ai-new" in found["all.atom"]["body"].decode()  # the feeds that could go up did
+    assert found["index.html"] == before["index.html"]  # the pages wait for every feed
+    assert "topics/robots.atom" in found  # and nothing is deleted before they are up
+
+    local = run_cli("build", "-q", "-c", local_config(tmp_path / "local", tmp_path / "store"))
+    assert local.returncode == 0
+    mark = s3_server.mark()
+    result = run_cli("build", "-c", config)
+    assert result.returncode == 0, result.stderr
+    uploaded = {call.key[len("feeds/"):] for call in writes(s3_server, mark, bucket) if call.method == "PUT"}
+    assert "all.rss" in uploaded and "all.atom" not in uploaded  # recorded as uploaded by the failed build
+    assert {name: value["body"] for name, value in objects(client, bucket).items()} == local_files(
+        tmp_path / "local" / "out")
+
+
 def test_more_deletions_than_max_deletes_stop_the_build_and_delete_nothing(tmp_path, s3_server):
     topic_store(tmp_path / "store", ["AI", "Robots", "Chips"])
     bucket = new_bucket(s3_server)
