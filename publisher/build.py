@@ -4,6 +4,7 @@ data; this module only calls them in turn and counts what happened."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from publisher.mirror import mirror_store, store_label
 from publisher.pages import feed_page, page_path, site_pages
 from publisher.precompress import gzip_copies
 from publisher.render import FORMATS, Format, render_within
+from publisher.render_pool import run_jobs
 from publisher.selection import Feed
 from publisher.targets import Target, open_target
 from publisher.wording import plural
@@ -120,15 +122,15 @@ def build(config: Config, now: datetime | None = None,
         archived = archives.prepare(collection, config, feeds, catalog.feed_families(config), now, target)
         feeds = [replace(feed, history=archived.history.get(feed.spec.path)) for feed in feeds]
     known = known_feeds(config, feeds, formats, target)  # feeds whose files are as they would be rendered
-    files, trimmed = _render([feed for feed in feeds if feed.spec.path not in known.unchanged], formats, config)
+    files, trimmed = _render([feed for feed in feeds if feed.spec.path not in known.unchanged], formats, config,
+                             target.gzip_copies)
     known.trimmed.update(trimmed)
     for name, trim in sorted(known.trimmed.items()):
         logger.debug("%s: %s", name, trim)
-    files.update({page_path(feed): feed_page(feed, formats, config.site)
-                  for feed in feeds if feed.spec.path not in known.unchanged})
-    files.update(site_pages(feeds, formats, config.site, catalog.feed_families(config)))
+    site = site_pages(feeds, formats, config.site, catalog.feed_families(config))
+    files.update(site)
     if target.gzip_copies:
-        files.update(gzip_copies(files))
+        files.update(gzip_copies(site))
     if archived is not None:  # no gzip copies: see archives.py
         files.update(archived.files)
     if stop_requested():
@@ -147,23 +149,46 @@ def build(config: Config, now: datetime | None = None,
     return report
 
 
-def _render(feeds: list[Feed], formats: list[Format], config: Config) -> tuple[dict[str, bytes], dict[str, Trim]]:
-    """Each feed in each format within max_bytes: the files by name, and those that had to be cut down."""
+@dataclass(frozen=True)
+class _Rendered:
+    """One feed's files (each format, its page, their gzip copies) and what fitting them into max_bytes
+    found: plain data, so that a rendering process can hand it back."""
+
+    files: dict[str, bytes]
+    trimmed: dict[str, Trim]
+    over: list[tuple[str, int, bool]]  # (file, its size, without content): over max_bytes all the same
+
+
+def _render(feeds: list[Feed], formats: list[Format], config: Config,
+            gzip: bool) -> tuple[dict[str, bytes], dict[str, Trim]]:
+    """Each feed in each format within max_bytes, its page and (with `gzip`) their gzip copies: the files by
+    name, and those that had to be cut down. On every core for a cold build (render_pool)."""
     files: dict[str, bytes] = {}
     trimmed: dict[str, Trim] = {}
-    for feed in feeds:
-        for fmt in formats:
-            name = f"{feed.spec.path}{fmt.extension}"
-            fitted = render_within(feed, fmt, config.site, config.websub.hubs, config.max_bytes)
-            files[name] = fitted.data
-            if fitted.trimmed:
-                trimmed[name] = Trim(feed.spec.path, fitted.kept, fitted.total, fitted.without_content,
-                                     len(fitted.data), config.max_bytes)
-            if fitted.over:
-                logger.warning("%s: %d bytes, over max_bytes (%d) even with its newest entry alone%s",
-                               name, len(fitted.data), config.max_bytes,
-                               " and without its content" if fitted.without_content else "")
+    for rendered in run_jobs([functools.partial(_render_feed, feed, formats, config, gzip) for feed in feeds]):
+        files.update(rendered.files)
+        trimmed.update(rendered.trimmed)
+        for name, size, without_content in rendered.over:
+            logger.warning("%s: %d bytes, over max_bytes (%d) even with its newest entry alone%s", name, size,
+                           config.max_bytes, " and without its content" if without_content else "")
     return files, trimmed
+
+
+def _render_feed(feed: Feed, formats: list[Format], config: Config, gzip: bool) -> _Rendered:
+    rendered = _Rendered({}, {}, [])
+    for fmt in formats:
+        name = f"{feed.spec.path}{fmt.extension}"
+        fitted = render_within(feed, fmt, config.site, config.websub.hubs, config.max_bytes)
+        rendered.files[name] = fitted.data
+        if fitted.trimmed:
+            rendered.trimmed[name] = Trim(feed.spec.path, fitted.kept, fitted.total, fitted.without_content,
+                                          len(fitted.data), config.max_bytes)
+        if fitted.over:
+            rendered.over.append((name, len(fitted.data), fitted.without_content))
+    rendered.files[page_path(feed)] = feed_page(feed, formats, config.site)
+    if gzip:
+        rendered.files.update(gzip_copies(rendered.files))
+    return rendered
 
 
 def _notify(config: Config, writes: WriteResult) -> list[Ping]:
