@@ -39,7 +39,7 @@ from publisher.articles import Article
 from publisher.catalog import Collection
 from publisher.config import Config
 from publisher.fingerprints import rendering_settings
-from publisher.render import ARCHIVE_FORMATS, FORMATS, Format, render
+from publisher.render import ARCHIVE_FORMATS, FORMATS, Format, render, render_within
 from publisher.selection import Family, Feed, History, Summary, archive_months
 from publisher.targets import Target
 from publisher.writer import WriteResult
@@ -177,27 +177,63 @@ def _render_month(archives: Archives, unit: Month, older: str | None, newer: str
     feed, base = unit.feed, f"{FOLDER}/{unit.feed.spec.path}"
     found = catalog.full_articles(collection, [entry.source for entry in unit.entries])
     articles = tuple(found[entry.source] for entry in unit.entries if entry.source in found)
-    pages = _pages(feed, articles, formats, config)
+    whole = _part(feed, base, unit.month, 1, 1, articles, older, newer)
+    rendered = {f"{whole.spec.path}{fmt.extension}": render(whole, fmt, config.site) for fmt in formats}
+    if all(len(data) <= config.max_bytes for data in rendered.values()):  # most months: one document
+        archives.files.update(rendered)
+        logger.debug("%s/%s: %d articles", base, unit.month, len(articles))
+        return 1, list(rendered)
+    pages = _pages(feed, base, unit.month, articles, formats, config)
     names: list[str] = []
     for number, entries in enumerate(pages, start=1):
-        path = _document(base, unit.month, number)
-        history = History(archive=True, current=feed.spec.path,
-                          prev=_document(base, unit.month, number + 1) if number < len(pages) else older,
-                          next=_document(base, unit.month, number - 1) if number > 1 else newer)
-        document = replace(feed, spec=replace(feed.spec, path=path), entries=entries, total=len(entries),
-                           history=history)
+        document = _part(feed, base, unit.month, number, len(pages), entries, older, newer)
         for fmt in formats:
-            name = f"{path}{fmt.extension}"
+            name = f"{document.spec.path}{fmt.extension}"
             archives.files[name] = render(document, fmt, config.site)
             names.append(name)
     logger.debug("%s/%s: %d articles in %d parts", base, unit.month, len(articles), len(pages))
     return len(pages), names
 
 
-def _pages(feed: Feed, articles: tuple[Article, ...], formats: Sequence[Format], config: Config
-           ) -> list[tuple[Article, ...]]:
-    """A month's articles cut into the pages its documents hold (one page unless max_bytes says more)."""
-    return [articles]
+def _part(feed: Feed, base: str, month: str, number: int, parts: int, entries: tuple[Article, ...],
+          older: str | None, newer: str | None) -> Feed:
+    """Part `number` of `parts` of a month, with its place in the chain: the parts of a month run from the
+    newest articles (`<YYYY>-<MM>`) to the oldest, between the newer month's last part and the older month."""
+    history = History(archive=True, current=feed.spec.path,
+                      prev=_document(base, month, number + 1) if number < parts else older,
+                      next=_document(base, month, number - 1) if number > 1 else newer)
+    return replace(feed, spec=replace(feed.spec, path=_document(base, month, number)), entries=entries,
+                   total=len(entries), history=history)
+
+
+def _pages(feed: Feed, base: str, month: str, articles: tuple[Article, ...], formats: Sequence[Format],
+           config: Config) -> list[tuple[Article, ...]]:
+    """A month's articles cut into the pages its documents hold: one page unless a document would exceed
+    max_bytes, else the newest articles that fit in every format, then the next ones, and so on. A page
+    holds at least one article, even one that alone is over the budget (said in a warning)."""
+    pages: list[tuple[Article, ...]] = []
+    rest = articles
+    while rest:
+        # Sized with links as long as the longest a part of this month can have, minus a margin for the
+        # difference between them: a document rendered with its own links is then within max_bytes.
+        probe = replace(feed, spec=replace(feed.spec, path=_document(base, month, len(articles))), entries=rest,
+                        total=len(rest), history=History(archive=True, current=feed.spec.path,
+                                                         prev=_document(base, month, len(articles)),
+                                                         next=_document(base, month, len(articles))))
+        budget = max(config.max_bytes - _LINK_MARGIN, 1)
+        fitted = [render_within(probe, fmt, config.site, (), budget) for fmt in formats]
+        count = min(fit.kept for fit in fitted)
+        if any(fit.over for fit in fitted) or (count == 1 and any(fit.without_content for fit in fitted)):
+            logger.warning("%s/%s: an article over max_bytes (%d) on its own; its archive document is larger",
+                           base, month, config.max_bytes)
+        pages.append(rest[:count])
+        rest = rest[count:]
+    return pages
+
+
+# Bytes kept free when a month is cut into parts: the links of a part differ from the ones it was sized with
+# by a few characters per link.
+_LINK_MARGIN = 256
 
 
 def _document(base: str, month: str, part: int) -> str:

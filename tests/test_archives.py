@@ -198,3 +198,24 @@ def test_corpus_chains_parse_and_hold_every_article(tmp_path):
     assert len(overall) == len(set(overall)) == report.published
     for feed in sorted((out / "topics").glob("*.atom"))[:20]:
         walk(out, feed)
+
+
+def test_a_month_over_max_bytes_is_split_into_chained_parts(tmp_path):
+    store = tmp_path / "store"
+    for day in range(1, 13):
+        write_article(store, f"feb{day:02d}.md", publishedDateTime=f"2024-02-{day:02d}T10:00:00Z",
+                      excerpt=f"Story of day {day}. " + "Long excerpt text. " * 25)
+    write_article(store, "jan.md", publishedDateTime="2024-01-15T10:00:00Z")
+    config = make_config(tmp_path, archives=True, max_items=2, max_bytes="6KiB")
+    assert build(config).ok
+    out = tmp_path / "out"
+    for ext in (".atom", ".rss"):
+        chain = walk(out, out / f"all{ext}")
+        names = [document.relative_to(out).as_posix() for document in chain]
+        assert names[:2] == [f"archive/all/2024-02{ext}", f"archive/all/2024-02.2{ext}"]
+        assert names[-1] == f"archive/all/2024-01{ext}" and len(names) > 3  # February in three parts or more
+        assert all(document.stat().st_size <= 6 * 1024 for document in chain)
+        archived = [entry for document in chain for entry in entry_ids(document)]
+        assert len(archived) == len(set(archived)) == 13  # every article once, across the parts
+        dates = [date for document in chain for date in published(document)]
+        assert dates == sorted(dates, reverse=True)  # the parts run from the newest articles to the oldest
