@@ -325,6 +325,8 @@ def _head(title: str, description: str, site: SiteConfig) -> list[str]:
         f"<title>{_escape(title)}</title>",
         f'<meta name="description" content="{_escape(description)}">',
         f'<meta name="generator" content="publisher {_escape(__version__)}">',
+        # No icon: without this line a browser asks the server for /favicon.ico, a 404 in every log.
+        '<link rel="icon" href="data:,">',
     ]
 
 
