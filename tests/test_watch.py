@@ -11,7 +11,9 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 from watchfiles import Change
@@ -20,9 +22,11 @@ from publisher.config import load_config, parse_duration
 from publisher.errors import ConfigError
 from publisher.watch import ChangeFilter, Debouncer, is_temporary
 from tests.conftest import article_text, cli_env, run_cli, write_article, write_config
+from tests.local_http import LocalServer, Reply, local_only
 from tests.test_daemon import Daemon, links, status, wait_for
 
 HOURLY = {"every": "1h"}
+pytestmark = pytest.mark.usefixtures(local_only.__name__)
 
 
 @pytest.fixture
@@ -150,6 +154,27 @@ def test_new_edited_and_deleted_articles_are_published_without_the_schedule(tmp_
     assert status(tmp_path)["next_run"] is not None  # the hourly safety net is still scheduled
     assert daemon.stop() == 0
     assert status(tmp_path)["watcher"]["state"] == "stopped"
+
+
+def test_a_watch_build_pings_the_hub_and_schedules_the_embargo(tmp_path, daemons):
+    store, out = tmp_path / "store", tmp_path / "out"
+    write_article(store, "first.md")
+    with LocalServer(lambda request: Reply(204)) as hub:
+        started(tmp_path, daemons, websub={"hubs": [hub.url("/hub")]})
+        pinged = hub.count()
+        due = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+        drop(store, "later.md", publishedDateTime=due.isoformat())
+        drop(store, "now.md", publishedDateTime="2024-02-01T00:00:00Z")
+        wait_for(lambda: "https://news.example.com/now" in links(out / "all.rss"), what="the new article")
+        # The same build as a scheduled one: the hub hears of the changed feeds, the embargo is scheduled.
+        wait_for(lambda: hub.count() > pinged, what="WebSub ping")
+        assert "https://feeds.example.org/news/all.atom" in {
+            value for request in hub.requests for value in parse_qs(request.body.decode())["hub.url"]}
+        assert "https://news.example.com/later" not in links(out / "all.rss")
+        wait_for(lambda: status(tmp_path).get("next_run") == due.isoformat(), what="embargo build scheduled")
+        wait_for(lambda: "https://news.example.com/later" in links(out / "all.rss"), timeout=20,
+                 what="the embargoed article, when due")
+        assert datetime.now(UTC) >= due
 
 
 def test_a_burst_of_500_files_is_a_few_builds(tmp_path, daemons):
