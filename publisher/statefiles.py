@@ -35,18 +35,21 @@ BINARY_FORMAT = 2
 MAGIC = b"publisher state\n"
 
 
-def write_atomic(path: Path, data: bytes, sync_folder: bool = True, mtime_ns: int | None = None) -> None:
+def write_atomic(path: Path, data: bytes, sync_folder: bool = True, mtime_ns: int | None = None,
+                 durable: bool = True) -> None:
     """Write `data` to a temporary file beside `path`, fsync it and rename it over `path`, then fsync the
     folder (unless `sync_folder` is false: a caller writing many files there syncs the folder once, with
     fsync_folder()). With `mtime_ns`, the file has that modification time from the moment it appears.
-    Raises OSError."""
+    `durable=False` skips both fsyncs: for a cache that checks itself when read (binary state). Raises
+    OSError."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.chmod(temporary, FILE_MODE)
         if mtime_ns is not None:
             os.utime(temporary, ns=(mtime_ns, mtime_ns))
@@ -55,7 +58,7 @@ def write_atomic(path: Path, data: bytes, sync_folder: bool = True, mtime_ns: in
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-    if sync_folder:
+    if sync_folder and durable:
         fsync_folder(path.parent)
 
 
@@ -139,11 +142,14 @@ def open_binary(path: Path, key: str, what: str) -> BinaryState | None:
 
 
 def write_binary(path: Path, key: str, header: Mapping[str, Any], payload: Any) -> bool:
-    """Replace a binary state file (atomically, fsynced). A failure is logged, not raised."""
+    """Replace a binary state file atomically. A failure is logged, not raised. Not fsynced: these files
+    are caches of megabytes (the scan index of a big store), an fsync of them a good part of an incremental
+    build, and after a crash a torn one fails its length and CRC-32 check and is discarded (one warning,
+    then a build that reads more), never trusted."""
     data = marshal.dumps(payload)
     head = {**header, "format": BINARY_FORMAT, "key": key, "length": len(data), "crc32": zlib.crc32(data)}
     try:
-        write_atomic(path, MAGIC + json.dumps(head).encode("utf-8") + b"\n" + data)
+        write_atomic(path, MAGIC + json.dumps(head).encode("utf-8") + b"\n" + data, durable=False)
     except OSError as exc:
         logger.warning("%s: cannot write: %s", path, exc.strerror or exc)
         return False
