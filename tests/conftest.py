@@ -117,3 +117,21 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file below `folder` with its bytes and modification time (ns)."""
     return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def daemons():
+    """Starts `publisher run` subprocesses (tests.test_daemon.Daemon): daemons(folder, config, *flags); each
+    one still running at the end of the test is stopped."""
+    from tests.test_daemon import Daemon
+
+    started: list[Daemon] = []
+
+    def start(folder: Path, config: Path, *extra: str) -> Daemon:
+        daemon = Daemon(folder, config, *extra)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from lxml import etree
 
 from publisher.config import load_config
@@ -60,20 +59,6 @@ class Daemon:
             if self.process.poll() is None:
                 self.process.kill()
             self._log_file.close()
-
-
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-
-    def start(folder: Path, config: Path, *extra: str) -> Daemon:
-        daemon = Daemon(folder, config, *extra)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
 
 
 def links(path: Path) -> list[str]:

@@ -29,20 +29,6 @@ HOURLY = {"every": "1h"}
 pytestmark = pytest.mark.usefixtures(local_only.__name__)
 
 
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-
-    def start(folder: Path, config: Path, *extra: str) -> Daemon:
-        daemon = Daemon(folder, config, *extra)
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        daemon.stop()
-
-
 def watching(folder: Path) -> bool:
     return (status(folder).get("watcher") or {}).get("state") == "watching"
 
