@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import pytest
 from lxml import etree
 
 from tests.browser import chromium, full_page_screenshot, requested_urls, set_viewport
-from tests.conftest import SITE, run_cli, write_article, write_config
+from tests.conftest import SITE, run_cli, wait_for, write_article, write_config
 from tests.test_serving import start_nginx, start_serve, stop
 
 DEADLINE = 20.0  # seconds the page gets to load what a test waits for
@@ -127,16 +126,6 @@ def server(request: pytest.FixtureRequest, site: Path) -> Iterator[Site]:
     stop(process)
 
 
-def wait_for(condition: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def expected_names(out: Path) -> list[str]:
     """Every feed's name as the index shows it, in the OPML's (the index's) order."""
     outlines = etree.parse(str(out / "feeds.opml")).findall("body//outline[@xmlUrl]")  # in family groups
@@ -223,7 +212,7 @@ def test_index_and_topic_page_in_a_real_browser(site, server, images, tmp_path):
 
         set_viewport(driver, 1280)
         driver.find_element(By.LINK_TEXT, "AI").click()  # a relative link, on whatever host and port
-        wait_for(lambda: driver.current_url == f"{server.url}topics/ai.html", "the topic page")
+        wait_for(lambda: driver.current_url == f"{server.url}topics/ai.html", DEADLINE, "the topic page")
         parsed = feedparser.parse((out / "topics" / "ai.atom").read_bytes())
         assert driver.title == parsed.feed.title
         titles = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "ol.entries h3 a")]
@@ -236,7 +225,7 @@ def test_index_and_topic_page_in_a_real_browser(site, server, images, tmp_path):
         # The first thumbnail is in view: it loads (lazily), in the box its markup gives it.
         first = driver.find_element(By.CSS_SELECTOR, "img.thumb")
         wait_for(lambda: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", first),
-                 "the first thumbnail")
+                 DEADLINE, "the first thumbnail")
         assert (first.size["width"], first.size["height"]) == (160, 120)
         check_contrast(driver)
         check_fits(driver, 360)
@@ -252,7 +241,7 @@ def test_index_and_topic_page_in_a_real_browser(site, server, images, tmp_path):
     # chrome:// is the browser's own new tab page, built in; the pages ask for nothing but http.
     assert not [url for url in asked if urlsplit(url).scheme not in ("http", "data", "chrome")], asked
     # Both servers saw those requests and had an answer for each: nothing missing, not even a favicon.
-    answered = wait_for(server.log, f"{server.name}'s request log")
+    answered = wait_for(server.log, DEADLINE, f"{server.name}'s request log")
     assert ("/", 200) in answered and ("/topics/ai.html", 200) in answered
     assert all(status in (200, 304) for _, status in server.log()), server.log()
     pictures = images.paths()

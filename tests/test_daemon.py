@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,19 +21,9 @@ from lxml import etree
 from publisher.config import load_config
 from publisher.status import Status, assess
 from publisher.writer import TEMP_SUFFIX
-from tests.conftest import cli_env, run_cli, snapshot, write_article, write_config
+from tests.conftest import cli_env, run_cli, snapshot, wait_for, write_article, write_config
 
 FEED_SUFFIXES = (".atom", ".rss", ".json")
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Daemon:

@@ -21,9 +21,9 @@ from watchfiles import Change
 from publisher.config import load_config, parse_duration
 from publisher.errors import ConfigError
 from publisher.watch import ChangeFilter, Debouncer, is_temporary
-from tests.conftest import article_text, cli_env, run_cli, write_article, write_config
+from tests.conftest import article_text, cli_env, run_cli, wait_for, write_article, write_config
 from tests.local_http import LocalServer, Reply, local_only
-from tests.test_daemon import Daemon, links, status, wait_for
+from tests.test_daemon import Daemon, links, status
 
 HOURLY = {"every": "1h"}
 pytestmark = pytest.mark.usefixtures(local_only.__name__)
