@@ -237,7 +237,8 @@ def table(size: int, topics: int, runs: int, rows: dict[str, list[Result]], drop
         f"| rebuild after 1% of files changed ({max(1, size // 100):,}) | {median('percent', 'build')} | "
         f"{median('percent', 'command')} |",
         f"| peak memory of a cold build: the build process | {own:.0f} MiB | |",
-        f"| peak memory of a cold build: the largest reading worker ({reading_workers()} at most) | "
+        f"| peak memory of a cold build: the largest child (a reading worker, {reading_workers()} at most, or the "
+        f"forked renderer, which shares most of its pages with the build process) | "
         f"{worker:.0f} MiB | |",
         f"| files rewritten by the no-op rebuild | {max(result.rewritten for result in rows['noop'])} | |",
         "",
