@@ -299,24 +299,46 @@ def test_two_builds_started_together_never_write_at_once(tmp_path):
     assert temporaries(tmp_path / "out") == [] and well_formed(tmp_path / "out")
 
 
+def folder_changed(folder: Path, before: int | None, process: subprocess.Popen) -> float | None:
+    """Poll until an entry of `folder` is created, removed or renamed (its mtime moves from `before`): the
+    moment, by time.monotonic(), the build began writing its files; None if it ended first."""
+    while process.poll() is None:
+        try:
+            if folder.stat().st_mtime_ns != before:
+                return time.monotonic()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.002)
+    return None
+
+
+def mtime_ns(folder: Path) -> int | None:
+    return folder.stat().st_mtime_ns if folder.exists() else None
+
+
 def test_sigkill_at_random_moments_leaves_old_or_new_bytes(tmp_path):
     """Kill builds mid-write again and again: every feed is always exactly its old or its new bytes."""
-    # 300 articles in 100 topics: over 300 feed files, each rewritten by every build, so that a kill lands
-    # among the writes; small enough that eight kills take seconds, not minutes.
-    big_store(tmp_path / "store_a", count=300, title="Old")
-    big_store(tmp_path / "store_b", count=300, title="New")
+    # 100 articles in 100 topics: over 300 feed files, each rewritten by every build, so that a kill lands
+    # among the writes; small enough that the kills take seconds, not minutes.
+    big_store(tmp_path / "store_a", count=100, title="Old")
+    big_store(tmp_path / "store_b", count=100, title="New")
     configs = {}
     for name in ("a", "b"):  # two configs, one output: the same feeds, old titles or new ones
         (tmp_path / name).mkdir()
         configs[name] = write_config(tmp_path / name, store=str(tmp_path / f"store_{name}"),
                                      output=str(tmp_path / "out"), state=str(tmp_path / "state"))
+    out, topics = tmp_path / "out", tmp_path / "out" / "topics"
     expected = {}
     for name, config in configs.items():
-        started = time.monotonic()
-        result = run_cli("build", "-q", "-c", config)
-        full = time.monotonic() - started  # the last one rewrites every feed, as each run below does
-        assert result.returncode == 0, result.stderr
-        expected[name] = {path: data for path, (data, _) in snapshot(tmp_path / "out").items()}
+        before = mtime_ns(topics)
+        build = subprocess.Popen([sys.executable, "-m", "publisher", "build", "-q", "-c", str(config)],
+                                 env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        writing = folder_changed(topics, before, build)
+        assert build.wait(60) == 0, build.stderr.read()
+        # From the first file staged to the end: the last build rewrites every feed, as each run below does.
+        window = time.monotonic() - writing
+        build.stderr.close()
+        expected[name] = {path: data for path, (data, _) in snapshot(out).items()}
     assert set(expected["a"]) == set(expected["b"]) and len(expected["a"]) > 200
     differing = [p for p in expected["a"] if expected["a"][p] != expected["b"][p]]
     assert len(differing) > 200
@@ -324,24 +346,27 @@ def test_sigkill_at_random_moments_leaves_old_or_new_bytes(tmp_path):
     seed = random.randrange(1 << 30)
     chance = random.Random(seed)
     leftovers = 0
-    for attempt in range(8):
+    for attempt in range(5):
         config = configs["a" if attempt % 2 == 0 else "b"]  # every run rewrites every feed
+        before = mtime_ns(topics)
         build = subprocess.Popen([sys.executable, "-m", "publisher", "build", "-q", "-c", str(config)],
                                  env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(chance.uniform(0.1, full))
+        # Each kill lands while the build writes (not while the interpreter starts, which tests nothing).
+        if folder_changed(topics, before, build) is not None:
+            time.sleep(chance.uniform(0, window))
         build.kill()
         build.wait(30)
-        leftovers += len(temporaries(tmp_path / "out"))
-        current = {path: data for path, (data, _) in snapshot(tmp_path / "out").items()
+        leftovers += len(temporaries(out))
+        current = {path: data for path, (data, _) in snapshot(out).items()
                    if not path.endswith(TEMP_SUFFIX) and Path(path).suffix in FEED_SUFFIXES}
         for path, data in current.items():
             assert data in (expected["a"].get(path), expected["b"].get(path)), (seed, attempt, path)
-        well_formed(tmp_path / "out")
+        well_formed(out)
     final = run_cli("build", "-q", "-c", configs["b"])
     assert final.returncode == 0, final.stderr
-    assert temporaries(tmp_path / "out") == []
-    assert {p: d for p, (d, _) in snapshot(tmp_path / "out").items()} == expected["b"]
-    print(f"seed {seed}, full build {full:.2f}s, temporary files left by kills: {leftovers}")
+    assert temporaries(out) == []
+    assert {p: d for p, (d, _) in snapshot(out).items()} == expected["b"]
+    print(f"seed {seed}, writing took {window:.2f}s, temporary files left by kills: {leftovers}")
 
 
 def test_status_without_any_build_and_after_a_cron_build(tmp_path):

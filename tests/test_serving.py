@@ -11,11 +11,13 @@ import os
 import re
 import shutil
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -71,24 +73,46 @@ class _Hub(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def hub() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+POLL = 0.01  # seconds between serve_forever()'s checks for shutdown(): a test's server stops at once
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer) -> Iterator[None]:
+    """`server` answering on a thread of this process until the block ends."""
+    thread = threading.Thread(target=server.serve_forever, args=(POLL,), daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hub"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
-@pytest.fixture
-def site(tmp_path: Path, hub: str) -> Path:
-    """A built output folder whose files were written a while ago (as in production), with WebSub on."""
-    store = tmp_path / "store"
+@pytest.fixture(scope="module")
+def hub() -> Iterator[str]:
+    """A hub that keeps no record: one serves the whole module."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    with serving(server):
+        yield f"http://127.0.0.1:{server.server_address[1]}/hub"
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory: pytest.TempPathFactory, hub: str) -> Path:
+    """The store, config and first build of `site`, made once per module through the CLI."""
+    folder = tmp_path_factory.mktemp("site")
+    store = folder / "store"
     write_article(store, "a.md", topics=["AI", "Robots"], publishedDateTime="2024-01-01T10:00:00Z")
     write_article(store, "b.md", topics=["AI"], publishedDateTime="2024-01-02T10:00:00Z")
-    write_config(tmp_path, websub={"hubs": [hub]}, site={**SITE, "base_url": BASE_URL})
-    rebuild(tmp_path)
+    write_config(folder, websub={"hubs": [hub]}, site={**SITE, "base_url": BASE_URL})
+    rebuild(folder)
+    return folder
+
+
+@pytest.fixture
+def site(tmp_path: Path, built_site: Path) -> Path:
+    """A built output folder whose files were written a while ago (as in production), with WebSub on: a copy
+    of the module's build (paths in the config are relative to it), each test free to change its own."""
+    shutil.copytree(built_site, tmp_path, dirs_exist_ok=True)
     backdate(tmp_path / "out")
     return tmp_path
 
@@ -366,11 +390,8 @@ def test_hubs_from_config_reach_every_feed(site, hub):
 def preview(site: Path) -> Iterator[Server]:
     """`publisher serve`'s server in a thread of this process, over the site's output folder."""
     server = make_server(site / "out", "127.0.0.1", 0, BASE_URL, ())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Server("preview", "127.0.0.1", server.server_address[1])
-    server.shutdown()
-    server.server_close()
+    with serving(server):
+        yield Server("preview", "127.0.0.1", server.server_address[1])
 
 
 @pytest.mark.parametrize("path", ["/../config.yaml", "/%2e%2e/config.yaml", "/topics/../../config.yaml",

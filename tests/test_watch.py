@@ -146,7 +146,7 @@ def test_a_watch_build_pings_the_hub_and_schedules_the_embargo(tmp_path, daemons
     store, out = tmp_path / "store", tmp_path / "out"
     write_article(store, "first.md")
     with LocalServer(lambda request: Reply(204)) as hub:
-        started(tmp_path, daemons, websub={"hubs": [hub.url("/hub")]})
+        daemon = started(tmp_path, daemons, websub={"hubs": [hub.url("/hub")]})
         pinged = hub.count()
         due = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
         drop(store, "later.md", publishedDateTime=due.isoformat())
@@ -161,6 +161,9 @@ def test_a_watch_build_pings_the_hub_and_schedules_the_embargo(tmp_path, daemons
         wait_for(lambda: "https://news.example.com/later" in links(out / "all.rss"), timeout=20,
                  what="the embargoed article, when due")
         assert datetime.now(UTC) >= due
+        # Stopped while the hub still answers: the embargo build's pings are not retried against a closed port.
+        wait_for(lambda: status(tmp_path).get("state") == "idle", what="the embargo build finished")
+        assert daemon.stop() == 0
 
 
 def test_a_burst_of_500_files_is_a_few_builds(tmp_path, daemons):
@@ -216,10 +219,16 @@ def test_with_watching_off_the_schedule_publishes(tmp_path, daemons):
 
 
 # Test hook: a daemon whose watcher thread dies (SystemExit ends a thread without a word) when it sees a
-# file named kill-watcher added, and whose watcher raises when it sees fail-watcher. Everything else is the real
-# `publisher run`.
+# file named kill-watcher added, and whose watcher raises when it sees fail-watcher. Its watchdog looks every 2s
+# (not 5s: still slower than the 1s schedule, which must publish while the watcher is dead), a failed watcher
+# starts again after 0.2s (not 1s) and a quiet watcher reports every 0.2s (not 1s) that it watches, so that the
+# test does not sleep through the production pauses. Everything else is the real `publisher run`.
 RUNNER = """
 import sys, watchfiles
+import publisher.daemon, publisher.watch
+publisher.daemon.WATCHDOG_SECONDS = 2
+publisher.watch.RESTART_FIRST = 0.2
+publisher.watch.CHECK_MS = 200
 real = watchfiles.watch
 
 def faulty(*args, **kwargs):
