@@ -16,6 +16,11 @@ import yaml
 from publisher.config import Config, load_config
 from tests.s3_server import s3_server  # noqa: F401 - the fixture of a real S3 endpoint (tests/test_s3.py)
 
+# Bytecode caches on for the test process, even where PYTHONDONTWRITEBYTECODE is set: pytest then keeps the
+# test modules it rewrites for their asserts, instead of rewriting all of them again in every run and in
+# every xdist worker (seconds of CPU each). The CLI subprocesses get the same (cli_env).
+sys.dont_write_bytecode = False
+
 REPO = Path(__file__).resolve().parents[1]
 # A copy of ../shared/corpus kept in the repository (tests/corpus/README.md), so a clone anywhere runs every test.
 CORPUS = Path(os.environ.get("PUBLISHER_CORPUS", REPO / "tests" / "corpus"))
@@ -106,8 +111,13 @@ def write_article(store: Path, name: str, **fields: Any) -> Path:
 
 
 def cli_env() -> dict[str, str]:
-    """The environment for a CLI subprocess: this checkout's package first, whatever the cwd."""
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    """The environment for a CLI subprocess: this checkout's package first, whatever the cwd. Without
+    PYTHONDONTWRITEBYTECODE (set on some machines): the first subprocess caches the package's bytecode in its
+    __pycache__ folders (ignored by git; Python writes them atomically), instead of every one of the hundreds
+    the suite starts compiling it again, a tenth of a second of CPU each."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

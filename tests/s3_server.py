@@ -19,10 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-import boto3
 import pytest
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import make_server
 
 LOOPBACK = "127.0.0.1"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -46,6 +43,8 @@ class S3Server:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def client(self, **credentials: str) -> Any:
+        import boto3  # here, not at the top: moto and boto3 take a second to import, in every xdist worker
+
         return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
                             aws_access_key_id=credentials.get("key", "testing"),
                             aws_secret_access_key=credentials.get("secret", "testing"))
@@ -83,6 +82,13 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    class QuietHandler(MotoRequestHandler):  # type: ignore[misc]
+        def log_request(self, *args: Any) -> None:  # one line per request would drown the test output
+            pass
+
     server = S3Server()
     app = server.wrap(DomainDispatcherApplication(create_backend_app))
     httpd = make_server(LOOPBACK, 0, app, threaded=True, request_handler=QuietHandler)
@@ -94,11 +100,6 @@ def s3_server() -> Iterator[S3Server]:
     finally:
         httpd.shutdown()
         thread.join()
-
-
-class QuietHandler(MotoRequestHandler):  # type: ignore[misc]
-    def log_request(self, *args: Any) -> None:  # one line per request would drown the test output
-        pass
 
 
 def free_port() -> int:
