@@ -121,7 +121,9 @@ def build(config: Config, now: datetime | None = None,
     if config.archives:  # first: a subscription feed links its newest archive document
         archived = archives.prepare(collection, config, feeds, catalog.feed_families(config), now, target)
         feeds = [replace(feed, history=archived.history.get(feed.spec.path)) for feed in feeds]
-    known = known_feeds(config, feeds, formats, target)  # feeds whose files are as they would be rendered
+    # Feeds whose files are as they would be rendered. Probed enclosure sizes live in the Articles alone.
+    tokens = None if config.enclosures.probe else catalog.stamp_tokens(collection, feeds)
+    known = known_feeds(config, feeds, formats, target, tokens)
     files, trimmed = _render([feed for feed in feeds if feed.spec.path not in known.unchanged], formats, config,
                              target.gzip_copies)
     known.trimmed.update(trimmed)

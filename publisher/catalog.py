@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from publisher import reading, scan_cache, statefiles, store
 from publisher.articles import Article, Image, Problem, body_limit
 from publisher.config import Config
+from publisher.fingerprints import Tokens
 from publisher.reading import ARTICLE, INVALID, NO_FRONT_MATTER, NOT_ARTICLE, UNREADABLE
 from publisher.selection import (
     LIVE,
@@ -416,7 +417,7 @@ def _remember(cache: ScanState, settings: list[Any], moment: int, live: Live, co
     statefiles.write_binary(cache.feeds_path, cache.key, header, payload)
 
 
-# What the archives (archives.py) ask of the catalog: the live articles and a stamp of each one's file, to
+# What the archives (archives.py) ask of the catalog: the live articles and a digest of each one's record, to
 # tell which months changed without reading an article, and the full Articles of the months that did.
 
 def live_now(collection: Collection, now: datetime) -> Sequence[Summary]:
@@ -425,12 +426,23 @@ def live_now(collection: Collection, now: datetime) -> Sequence[Summary]:
 
 
 def file_tokens(collection: Collection) -> dict[str, int]:
-    """Per article file, a number that changes when the file does: a hash of its size, mtime and inode as
-    scanned (ints hash the same in every process, unlike strings)."""
+    """Per article file, a number that changes when the Article it yields does: the digest of its record
+    (reading.record_digest), kept in the index, so no article is loaded to know it."""
     index = _cache(collection).index()
-    stats = index.stats
-    return {path: hash((stats[3 * row], stats[3 * row + 1], stats[3 * row + 2]))
-            for row, path in enumerate(index.paths)}
+    return {path: digest for path, digest in zip(index.paths, index.columns["digests"], strict=True)
+            if digest is not None}
+
+
+def stamp_tokens(collection: Collection, feeds: Iterable[Feed]) -> Tokens:
+    """The file tokens (as file_tokens gives them) of the entries of `feeds`, for their fingerprints."""
+    index = _cache(collection).index()
+    digests, found = index.columns["digests"], {}
+    for feed in feeds:
+        for entry in feed.entries:
+            if entry.source not in found:
+                row = _row(index, entry.source)
+                found[entry.source] = None if row is None else digests[row]
+    return Tokens(reading_key(collection), found)
 
 
 def full_articles(collection: Collection, sources: Iterable[str]) -> dict[str, Article]:

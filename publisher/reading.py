@@ -10,6 +10,7 @@ which finished first.
 from __future__ import annotations
 
 import gc
+import hashlib
 import marshal
 import multiprocessing
 import os
@@ -43,6 +44,7 @@ class FileRecord(NamedTuple):
     topics: tuple[str, ...] | None
     facets: tuple[Any, ...] | None  # provider key, name, logo (an encoded Image), quality, heat, type
     problems: tuple[Problem, ...]
+    digest: int | None  # of `encoded`: changes when the Article does (fingerprints of feeds and archives)
     encoded: bytes | None  # the Article, marshalled (encode_article)
 
 
@@ -134,18 +136,24 @@ def read_record(root: Path, path: str, base: str | None, body_limit: int = DEFAU
         document = store.read(root, path)
     except ArticleError as exc:
         return FileRecord(UNREADABLE, None, None, None, None, None, None,
-                          ((exc.source, exc.field, exc.reason, True),), None)
+                          ((exc.source, exc.field, exc.reason, True),), None, None)
     if document is None:
-        return FileRecord(NO_FRONT_MATTER, None, None, None, None, None, None, (), None)
+        return FileRecord(NO_FRONT_MATTER, None, None, None, None, None, None, (), None, None)
     article, problems = read_article(document, base, body_limit)
     found = tuple((p.source, p.field, p.reason, p.fatal) for p in problems)
     if article is None:
-        return FileRecord(INVALID if problems else NOT_ARTICLE, None, None, None, None, None, None, found, None)
+        return FileRecord(INVALID if problems else NOT_ARTICLE, None, None, None, None, None, None, found, None, None)
     logo = article.provider.logo if article.provider else None
     facets = (article.provider_key, article.provider_name, _image(logo), article.quality, article.heat,
               article.kind)
+    encoded = marshal.dumps(encode_article(article))
     return FileRecord(ARTICLE, article.id, microseconds(article.published), microseconds(article.updated),
-                      article.is_published, article.topics, facets, found, marshal.dumps(encode_article(article)))
+                      article.is_published, article.topics, facets, found, record_digest(encoded), encoded)
+
+
+def record_digest(encoded: bytes) -> int:
+    """A 64-bit digest of an encoded Article, the same in every process (unlike hash() of bytes)."""
+    return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "big", signed=True)
 
 
 # An Article as nested tuples of plain values, in the order of its fields. Dates are microseconds since

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 2
+FORMAT = 3
 # Modules whose code decides what a file yields or what selection makes of it: a change to any of them
 # invalidates every cache, even without a new version number.
 CODE = ("store", "simple_yaml", "articles", "body", "urls", "xmltext", "reading", "catalog", "scan_cache",
@@ -92,7 +92,7 @@ def _version(package: str) -> str:
 # selection and counting need, by column name. Problems are kept by path, for the few files that have any;
 # the encoded Articles live in the record table.
 RECORD_FIELDS = {"kinds": "kind", "ids": "id", "published": "published", "updated": "updated",
-                 "flags": "is_published", "topics": "topics", "facets": "facets"}
+                 "flags": "is_published", "topics": "topics", "facets": "facets", "digests": "digest"}
 RECORD_COLUMNS = tuple(RECORD_FIELDS)
 
 

@@ -70,9 +70,10 @@ class FolderTarget:
     def stamps(self, names: Iterable[str]) -> Stamps | None:
         """Size and mtime of each file."""
         found = {}
+        folder = f"{self.folder}/"  # plain strings: a Path per name costs more than the stat (40,000 archives)
         for name in names:
             try:
-                stat = os.stat(self.folder / name)
+                stat = os.stat(folder + name)
             except OSError:
                 return None
             found[name] = [stat.st_size, stat.st_mtime_ns]

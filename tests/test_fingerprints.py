@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from publisher.build import build
-from publisher.catalog import collect, select
+from publisher.catalog import collect, select, stamp_tokens
 from publisher.fingerprints import known_feeds
 from publisher.render import FORMATS
 from publisher.writer import read_manifest, write_outputs
@@ -28,8 +28,10 @@ def site(tmp_path: Path) -> Path:
 
 def unchanged_feeds(config) -> set[str]:
     """What the next build would skip."""
-    live, feeds = select(collect(config, save=False), config, NOW)
-    return known_feeds(config, feeds, [FORMATS[name] for name in config.formats]).unchanged
+    collection = collect(config, save=False)
+    live, feeds = select(collection, config, NOW)
+    return known_feeds(config, feeds, [FORMATS[name] for name in config.formats],
+                       tokens=stamp_tokens(collection, feeds)).unchanged
 
 
 ALL_FEEDS = {"all", "topics/ai", "topics/topic-0", "topics/topic-1", "topics/topic-2"}
