@@ -93,17 +93,30 @@ def check_store(config: Config) -> Collection:
     return catalog.collect(config, save=False)
 
 
-def build(config: Config, now: datetime | None = None,
-          stop_requested: Callable[[], bool] = lambda: False, target: Target | None = None) -> BuildReport:
+def build(config: Config, now: datetime | None = None, stop_requested: Callable[[], bool] = lambda: False,
+          target: Target | None = None, memory: catalog.BuildMemory | None = None) -> BuildReport:
     """Build every feed from the store and bring the output (`target`, by default the one `output` names)
-    up to date. The caller holds the target (Target.hold) when it has one of its own."""
+    up to date. The caller holds the target (Target.hold) when it has one of its own. `memory`: what the
+    daemon keeps from one build to the next (catalog.BuildMemory)."""
     started = time.monotonic()
     now = now or datetime.now(UTC)
     target = target or open_target(config)
     target.refresh()
     if config.store_bucket is not None:
         mirror_store(config, stop_requested)  # the bucket's new and changed objects, into config.store
-    collection = catalog.collect(config)  # and remember what each file yielded, in the state folder
+    listing = catalog.scan(config, memory)
+    collection = catalog.read(config, listing, memory=memory, defer_save=True)
+    try:
+        return _publish(config, collection, now, stop_requested, target, started)
+    finally:
+        # What each file yielded and the selection, kept for the next build: saved once the feeds are out,
+        # so that the time from an article landing to its feed being served does not include it.
+        catalog.save(collection)
+
+
+def _publish(config: Config, collection: Collection, now: datetime, stop_requested: Callable[[], bool],
+             target: Target, started: float) -> BuildReport:
+    """Select, render, write and notify: the stages after the store is read."""
     where = store_label(config)
     for problem in collection.problems:
         logger.warning("%s%s%s", where, problem, "; left out of every feed" if problem.fatal else "")

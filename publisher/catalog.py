@@ -13,10 +13,10 @@ as no scheduled article has fallen due.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import logging
-import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -114,26 +114,84 @@ def _many_objects() -> Iterator[None]:
             gc.enable()
 
 
+@dataclass
+class BuildMemory:
+    """What a long-running process (`publisher run`) keeps from one build to the next, so that a build
+    after a few changes costs what those changes cost: the state files it wrote (statefiles.Memory), and the
+    store's listing with the paths changed since it was made, as the store watcher reported them (None:
+    unknown, the next build scans the whole store)."""
+
+    files: statefiles.Memory = field(default_factory=statefiles.Memory)
+    listing: store.Listing | None = None
+    listed: tuple[Any, ...] = ()  # what the listing is of: store, include, exclude, skipped folders
+    unscanned: set[str] | None = None
+
+    def changed(self, paths: Iterable[str] | None) -> None:
+        """Note paths changed in the store (relative, "/"-separated); None: changes that paths cannot say."""
+        if paths is None or self.unscanned is None:
+            self.unscanned = None
+        else:
+            self.unscanned.update(paths)
+
+
 def collect(config: Config, save: bool = True, workers: int | None = None,
-            parallel_from: int | None = None) -> Collection:
+            parallel_from: int | None = None, memory: BuildMemory | None = None,
+            defer_save: bool = False) -> Collection:
     """Scan the store, reading only what the scan cache does not already know, and update the cache
-    (unless `save` is false: `publisher check` writes nothing).
+    (unless `save` is false: `publisher check` writes nothing; with `defer_save`, only when save() is
+    called, after the feeds are published).
 
     `workers`: processes for reading (default: the cores this process may use); `parallel_from`: fewest
-    files to read that are worth starting them (default reading.PARALLEL_FROM). Raises StoreError when the
-    store cannot be read.
+    files to read that are worth starting them (default reading.PARALLEL_FROM). `memory`: the daemon's, to
+    stat only the paths the watcher reported and to reuse the state files it wrote last. Raises StoreError
+    when the store cannot be read.
     """
+    return read(config, scan(config, memory), save, workers, parallel_from, memory, defer_save)
+
+
+def scan(config: Config, memory: BuildMemory | None = None) -> store.Listing:
+    """The first stage of a build: the store's candidate files and their stat (store.scan), or, with the
+    daemon's `memory`, its last listing with the paths the watcher reported since stat'ed again."""
+    return _listing(config, memory)
+
+
+def read(config: Config, listing: store.Listing, save: bool = True, workers: int | None = None,
+         parallel_from: int | None = None, memory: BuildMemory | None = None, defer_save: bool = False
+         ) -> Collection:
+    """The second stage: what each file of `listing` yields, read only when the scan cache does not already
+    know it (see collect() for the arguments)."""
     with _many_objects():
-        return _collect(config, save, workers, parallel_from)
+        return _collect(config, listing, save, workers, parallel_from, memory, defer_save)
 
 
-def _collect(config: Config, save: bool, workers: int | None, parallel_from: int | None) -> Collection:
-    store.warn_without_libyaml()
-    started_ns = time.time_ns()
+def save(collection: Collection) -> None:
+    """Write what collect(defer_save=True) and select() left to save: the scan cache and the selection."""
+    if collection.cache is not None:
+        collection.cache.save_deferred()
+
+
+def _listing(config: Config, memory: BuildMemory | None) -> store.Listing:
+    """The store's files and their stat: from the memory and the paths changed since, when it can tell."""
     folders = (config.output, config.state)
-    listing = store.scan(config.store, config.include, config.exclude,
-                         skip=tuple(folder for folder in folders if isinstance(folder, Path)))
-    cache = ScanState(config, listing, save)
+    skip = tuple(folder for folder in folders if isinstance(folder, Path))
+    listed = (config.store, config.include, config.exclude, skip)
+    listing = None
+    if memory is not None and memory.listing is not None and memory.unscanned is not None and memory.listed == listed:
+        listing = store.rescan(config.store, memory.listing, memory.unscanned, config.include, config.exclude, skip)
+        if listing is None:
+            logger.debug("the changes seen need a scan of the whole store")
+    if listing is None:
+        listing = store.scan(config.store, config.include, config.exclude, skip=skip)
+    if memory is not None:
+        memory.listing, memory.listed, memory.unscanned = listing, listed, set()
+    return listing
+
+
+def _collect(config: Config, listing: store.Listing, save: bool, workers: int | None, parallel_from: int | None,
+             memory: BuildMemory | None, defer_save: bool) -> Collection:
+    store.warn_without_libyaml()
+    started_ns = listing.started_ns
+    cache = ScanState(config, listing, save, memory.files if memory is not None else None, defer_save)
     if cache.unchanged():
         return cache.unchanged_collection()
     old = cache.index()
@@ -154,16 +212,20 @@ def _collect(config: Config, save: bool, workers: int | None, parallel_from: int
     found = _collection(index, cache)
     found.read = len(unread)
     if save and (not changes.none or cache.header is None):
-        cache.save(found, started_ns, changes.deleted)
+        cache.later(functools.partial(cache.save, found, started_ns, changes.deleted))
     return found
 
 
 class ScanState:
     """The scan cache as one scan sees it: the files in the state folder, and what this scan found."""
 
-    def __init__(self, config: Config, listing: store.Listing, save: bool) -> None:
+    def __init__(self, config: Config, listing: store.Listing, save: bool, memory: statefiles.Memory | None = None,
+                 defer_save: bool = False) -> None:
         self.config = config
         self.save_enabled = save
+        self.memory = memory
+        self.defer_save = defer_save
+        self._deferred: list[Callable[[], None]] = []
         self.key = scan_cache.cache_key(config)
         base = scan_cache.cache_prefix(config.state, config.store)
         self.index_path = base.with_name(f"{base.name}.index")
@@ -173,7 +235,7 @@ class ScanState:
         digest.update(listing.stats.tobytes())
         self.digest = digest.hexdigest()  # changes when any file is added, removed, or changes its stat
         self.newest = max(listing.stats[1::3], default=0)
-        self._file = statefiles.open_binary(self.index_path, self.key, "scan cache")
+        self._file = statefiles.open_binary(self.index_path, self.key, "scan cache", memory)
         self.header = self._file.header if self._file is not None else None
         self._index: scan_cache.Index | None = None
         self.fresh: dict[str, bytes] = {}  # encoded Articles read by this scan
@@ -219,6 +281,17 @@ class ScanState:
         self._index = index
         self.fresh = fresh
 
+    def later(self, save: Callable[[], None]) -> None:
+        """Save now, or when save_deferred() is called (collect's `defer_save`)."""
+        if self.defer_save:
+            self._deferred.append(save)
+        else:
+            save()
+
+    def save_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)()
+
     def save(self, found: Collection, started_ns: int, deleted: list[str]) -> None:
         index = self.index()
         self.records.update(((path, *_stat_of(index, path), encoded)
@@ -227,7 +300,7 @@ class ScanState:
                   "invalid": found.invalid}
         header = {"scanned_at": started_ns, "digest": self.digest, "counts": counts,
                   "problems": [[p.source, p.field, p.reason, p.fatal] for p in found.problems]}
-        statefiles.write_binary(self.index_path, self.key, header, index.payload())
+        statefiles.write_binary(self.index_path, self.key, header, index.payload(), self.memory)
 
     def collection_articles(self) -> list[Summary]:
         return summaries(self.index())
@@ -313,7 +386,7 @@ def selection_settings(config: Config) -> list[Any]:
 def _last_selection(cache: ScanState, settings: list[Any], moment: int) -> dict[str, Any] | None:
     """The last selection, when it was made with these settings, on the store as the scan cache last saw
     it, and no scheduled article has fallen due since."""
-    state = statefiles.open_binary(cache.feeds_path, cache.key, "last selection")
+    state = statefiles.open_binary(cache.feeds_path, cache.key, "last selection", cache.memory)
     if state is None:
         return None
     header = state.header
@@ -392,8 +465,8 @@ def _finish(cache: ScanState, settings: list[Any], moment: int, live: Live, coun
     feeds = [Feed(feed.spec, tuple(articles[entry.source][0] for entry in feed.entries if entry.source in articles),
                   feed.total) for feed in selected]
     if cache.save_enabled:
-        _remember(cache, settings, moment, live, counted, feeds, {source: encoded for source, (_, encoded)
-                                                                  in articles.items()})
+        cache.later(functools.partial(_remember, cache, settings, moment, live, counted, feeds,
+                                      {source: encoded for source, (_, encoded) in articles.items()}))
     return live, feeds
 
 
@@ -414,7 +487,7 @@ def _remember(cache: ScanState, settings: list[Any], moment: int, live: Live, co
         "feeds": [[astuple(f.spec), f.total, [entry.source for entry in f.entries]] for f in feeds],
         "articles": encoded,
     }
-    statefiles.write_binary(cache.feeds_path, cache.key, header, payload)
+    statefiles.write_binary(cache.feeds_path, cache.key, header, payload, cache.memory)
 
 
 # What the archives (archives.py) ask of the catalog: the live articles and a digest of each one's record, to

@@ -35,6 +35,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from publisher.catalog import BuildMemory
 from publisher.config import Config, load_config
 from publisher.errors import BuildInterrupted, ConfigError, PublisherError
 from publisher.jobs import locked_build
@@ -79,6 +80,7 @@ class Daemon:
         self._started = False  # whether the first build (cause "start") has run
         self._watch_queued = threading.Lock()  # held from a watch build being asked for until it starts
         self._watcher = StoreWatcher(config, self._queue_watch_build)
+        self._memory = BuildMemory()  # what one build leaves the next: the store's listing, the state files
         self._scheduler = BlockingScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"max_instances": 1, "coalesce": True,
@@ -174,6 +176,7 @@ class Daemon:
                          "bucket; restart the daemon to move its lease")
             return
         self._config = config
+        self._memory = BuildMemory()  # another store, state folder or patterns: start from the files
         self._scheduler.modify_job(BUILD_JOB, misfire_grace_time=int(config.schedule.misfire_grace) or 1)
         self._scheduler.reschedule_job(BUILD_JOB, trigger=trigger(config.schedule))
         self._watcher.reconfigure(config)
@@ -204,9 +207,13 @@ class Daemon:
             config = self._config
             if not self._started:
                 cause, self._started = "start", True
+            # A build the watcher asked for stats only the paths it reported; any other scans the whole
+            # store (the schedule is the safety net for events the watcher missed).
+            changed = self._watcher.take_changes()
+            self._memory.changed(changed if cause == "watch" else None)
             try:
                 report = locked_build(config, stop_requested=self._stop.is_set, trigger=cause,
-                                      target=self._target)
+                                      target=self._target, memory=self._memory)
             except BuildInterrupted as exc:
                 logger.info("build interrupted: %s", exc)
                 return

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from publisher.build import BuildReport, build
+from publisher.catalog import BuildMemory
 from publisher.config import Config
 from publisher.errors import BuildInterrupted
 from publisher.lock import BuildLock, daemon_pid
@@ -20,11 +21,12 @@ logger = logging.getLogger(__name__)
 
 def locked_build(config: Config, now: datetime | None = None,
                  stop_requested: Callable[[], bool] = lambda: False, trigger: str | None = None,
-                 target: Target | None = None) -> BuildReport:
+                 target: Target | None = None, memory: BuildMemory | None = None) -> BuildReport:
     """Build while holding the lock, and the output target for the build unless the caller holds `target`
     (the daemon holds its own for its whole life). Raises LockTimeout when another build keeps the lock
     past lock_timeout, LeaseHeld when another publisher holds the bucket's lease.
-    `trigger`: what started it (the daemon's start, schedule, watch, embargo or reload), for the status."""
+    `trigger`: what started it (the daemon's start, schedule, watch, embargo or reload), for the status.
+    `memory`: the daemon's, kept from one build to the next (catalog.BuildMemory)."""
     with BuildLock(config.state, config.lock_timeout):
         # A build beside a live daemon (or by it) reports into the daemon's status; otherwise it takes over
         # the status file, so a daemon replaced by cron does not leave "daemon stopped" behind forever.
@@ -33,11 +35,11 @@ def locked_build(config: Config, now: datetime | None = None,
         update_status(config.state, state="building", last_started=timestamp(), last_trigger=trigger, **takeover)
         try:
             if target is not None:
-                report = build(config, now=now, stop_requested=stop_requested, target=target)
+                report = build(config, now=now, stop_requested=stop_requested, target=target, memory=memory)
             else:
                 own = open_target(config)
                 with own.hold():
-                    report = build(config, now=now, stop_requested=stop_requested, target=own)
+                    report = build(config, now=now, stop_requested=stop_requested, target=own, memory=memory)
         except BuildInterrupted:
             # A stop the operator asked for is not a failure: nothing was published, nothing is wrong.
             update_status(config.state, state="idle", last_finished=timestamp(), last_result="interrupted",

@@ -13,11 +13,14 @@ import mmap
 import os
 import re
 import threading
+import time
 from array import array
+from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISREG
 from typing import Any
 
 import yaml
@@ -49,6 +52,7 @@ class Listing:
 
     paths: list[str] = field(default_factory=list)  # relative to the store, with "/" separators
     stats: array[int] = field(default_factory=lambda: array("q"))  # size, mtime_ns, inode of each path
+    started_ns: int = 0  # time.time_ns() when the scan began: files modified since may change unseen
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -76,14 +80,15 @@ def scan(store: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = 
     """
     if not store.is_dir():
         raise StoreError(f"{store}: store folder not found")
+    started_ns = time.time_ns()
     folders: list[tuple[str, str, list[str]]] = []
     _walk(str(store), "", folders, {str(p.resolve()) for p in skip}, include, exclude)
     count = sum(len(names) for _, _, names in folders)
     stats, kinds = _stat_in_two(folders, count) if _two_processes(count) else _stat(folders, 0, count)
     paths = [prefix + name for _, prefix, names in folders for name in names]
     if not kinds.count(_OTHER):
-        return Listing(paths, stats)
-    listing = Listing()
+        return Listing(paths, stats, started_ns)
+    listing = Listing(started_ns=started_ns)
     for position, (path, kind) in enumerate(zip(paths, kinds, strict=False)):
         if kind == _OTHER:
             logger.debug("%s: not a regular file, skipped", path)
@@ -91,6 +96,61 @@ def scan(store: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = 
         listing.paths.append(path)
         listing.stats.extend(stats[3 * position:3 * position + 3])
     return listing
+
+
+def rescan(store: Path, listing: Listing, changed: Iterable[str], include: tuple[str, ...] = (),
+           exclude: tuple[str, ...] = (), skip: tuple[Path, ...] = ()) -> Listing | None:
+    """`listing` (an earlier scan) brought up to date by a stat of the `changed` paths alone, as a file
+    watcher reports them: what scan() would return if nothing else changed. None when that cannot be told
+    from these paths (a folder among them, or a path whose folders are not plain folders of the store):
+    scan() then. The earlier listing is left as it was."""
+    paths, stats = list(listing.paths), array("q", listing.stats)
+    started_ns = time.time_ns()
+    root = os.path.realpath(store)
+    skipped = {os.path.realpath(folder) for folder in skip}
+    for path in sorted(set(changed)):
+        if not _plain_folders(root, path, skipped):
+            return None
+        full = os.path.join(root, path)
+        try:
+            found = os.stat(full)
+            row: tuple[int, int, int] | None = (found.st_size, found.st_mtime_ns, found.st_ino)
+            if S_ISDIR(found.st_mode):
+                return None
+            if not S_ISREG(found.st_mode):
+                row = None  # a pipe or a device: never read (scan() leaves it out too)
+        except OSError:  # gone; or a dangling link, kept (as scan() keeps it) so that reading it says so
+            row = (UNKNOWN, UNKNOWN, UNKNOWN) if os.path.lexists(full) else None
+        if row is not None and not selected(path, include, exclude):
+            row = None
+        at = bisect_left(paths, path)
+        present = at < len(paths) and paths[at] == path
+        if row is None and present:
+            del paths[at]
+            del stats[3 * at:3 * at + 3]
+        elif row is not None and present:
+            stats[3 * at:3 * at + 3] = array("q", row)
+        elif row is not None:
+            paths.insert(at, path)
+            stats[3 * at:3 * at] = array("q", row)
+    return Listing(paths, stats, started_ns)
+
+
+def _plain_folders(root: str, path: str, skipped: set[str]) -> bool:
+    """Whether every folder on the way to `path` (relative) is a folder that scan() enters: a real folder,
+    not a link, not one of the skipped ones, with no ".." or absolute part."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        return False
+    folder = root
+    for part in parts[:-1]:
+        folder = os.path.join(folder, part)
+        try:
+            if not S_ISDIR(os.lstat(folder).st_mode) or folder in skipped:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _walk(folder: str, prefix: str, folders: list[tuple[str, str, list[str]]], skipped: set[str],

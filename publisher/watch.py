@@ -63,6 +63,17 @@ class ChangeFilter:
         self.include = include
         self.exclude = exclude
 
+    def changed_file(self, change: watchfiles.Change, path: str) -> str | None:
+        """The store-relative ("/"-separated) path of a relevant change to a file; None for a folder, or a
+        path gone that may have been one (its files changed without events of their own)."""
+        if os.path.isdir(path) or (change == watchfiles.Change.deleted
+                                   and not selected(self._posix(path), self.include, self.exclude)):
+            return None
+        return self._posix(path)
+
+    def _posix(self, path: str) -> str:
+        return "/".join(os.path.relpath(path, self.store).split(os.sep))
+
     def relevant(self, change: watchfiles.Change, path: str) -> bool:
         if any(path == folder or path.startswith(folder + os.sep) for folder in self.skip):
             return False
@@ -145,6 +156,8 @@ class StoreWatcher:
         self._threads: list[threading.Thread] = []
         self._restarts = 0
         self._recovering = False  # the last watch failed or its thread died: say so when watching again
+        self._changes_lock = threading.Lock()
+        self._changes: set[str] | None = None  # files changed since take_changes(); None: not known
 
     def start(self) -> None:
         if not self._config.watch.enabled:
@@ -186,6 +199,24 @@ class StoreWatcher:
             self._rewatch.set()
         else:
             self.start()
+
+    def take_changes(self) -> set[str] | None:
+        """The files changed since the last call (store-relative paths), as the events said; None when they
+        cannot tell (a folder changed, events may have been missed, the watcher was not watching)."""
+        with self._changes_lock:
+            changes, self._changes = self._changes, set()
+        return changes
+
+    def _note(self, paths: list[str | None]) -> None:
+        with self._changes_lock:
+            if self._changes is not None and None not in paths:
+                self._changes.update(path for path in paths if path is not None)
+            else:
+                self._changes = None
+
+    def _unknown(self) -> None:
+        with self._changes_lock:
+            self._changes = None
 
     def ensure_running(self) -> None:
         """Start the threads again if one has ended though nobody stopped it (a bug, or a killed thread)."""
@@ -233,6 +264,7 @@ class StoreWatcher:
                                         raise_interrupt=False, ignore_permission_denied=True):
             if not changes_seen:
                 changes_seen = True
+                self._unknown()  # what changed before watching started, no event says
                 if self._recovering:
                     logger.warning("watching %s for changes again", target.store)
                     self._recovering = False
@@ -243,6 +275,7 @@ class StoreWatcher:
                     self._ask_for_build()
             relevant = [(change, path) for change, path in changes if target.filter.relevant(change, path)]
             if relevant:
+                self._note([target.filter.changed_file(change, path) for change, path in relevant])
                 logger.debug("%d changes in the store (%d events), first %s", len(relevant), len(changes),
                              relevant[0][1])
                 self._ask_for_build()

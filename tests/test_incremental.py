@@ -535,3 +535,67 @@ def test_reading_from_a_thread_starts_workers_that_do_not_fork(site):
     method, parallel = found
     assert method == "spawn"
     assert list(parallel.articles) == list(serial.articles) and parallel.problems == serial.problems
+
+
+def test_a_rescan_of_the_changed_paths_gives_what_a_full_scan_gives(tmp_path):
+    """The daemon stats only the paths the watcher reported (store.rescan): the listing must be exactly the
+    full scan's, and a change it cannot judge from the paths alone must ask for a full scan."""
+    store_folder = tmp_path / "store"
+    for name in ["a.md", "a/x.md", "a/y.md", "b.md", "skip/s.md", "c.txt"]:
+        write_article(store_folder, name)
+    arguments = ((store_folder, ("**/*.md",), ("skip/*",), (tmp_path / "out",)))
+    before = store.scan(*arguments)
+    write_article(store_folder, "a/x.md", title="Edited, longer than before")
+    write_article(store_folder, "a/new.md")
+    (store_folder / "b.md").unlink()
+    write_article(store_folder, "skip/t.md")  # excluded: never listed
+    write_article(store_folder, "d.txt")  # not included
+    os.mkfifo(store_folder / "a/pipe.md")  # not a regular file: never listed
+    (store_folder / "a/dangling.md").symlink_to(store_folder / "nowhere.md")  # listed, its stat unknown
+    changed = ["a/x.md", "a/new.md", "b.md", "skip/t.md", "d.txt", "a/pipe.md", "a/dangling.md", "gone.md"]
+    rescanned = store.rescan(store_folder, before, changed, *arguments[1:])
+    full = store.scan(*arguments)
+    assert rescanned is not None
+    assert (rescanned.paths, rescanned.stats) == (full.paths, full.stats)
+    assert "a/new.md" in full.paths and "b.md" not in full.paths
+    assert before.paths == ["a.md", "a/x.md", "a/y.md", "b.md"]  # the earlier listing is left as it was
+    (store_folder / "new").mkdir()
+    write_article(store_folder, "new/z.md")
+    (store_folder / "linked").symlink_to(store_folder / "a", target_is_directory=True)
+    for unjudgeable in (["new"], ["linked/x.md"], ["a/../b.md"], ["/etc/passwd"]):
+        assert store.rescan(store_folder, full, unjudgeable, *arguments[1:]) is None, unjudgeable
+
+
+def test_the_daemons_memory_reads_the_reported_paths_and_builds_the_same_bytes(site):
+    """With a BuildMemory (the daemon's), a build stats only what the watcher reported: a file changed
+    without a report waits for the next full scan; the bytes are those of a build from scratch."""
+    config = make_config(site)
+    memory = catalog.BuildMemory()
+    memory.changed(None)
+    build(config, now=NOW, memory=memory)
+    write_article(site / "store", "news/a05.md", title="Reported edit", topics=["AI", "Topic 2"],
+                  publishedDateTime="2024-01-06T10:00:00Z")
+    write_article(site / "store", "news/new.md", title="Reported new", publishedDateTime="2024-03-01T10:00:00Z")
+    write_article(site / "store", "news/a07.md", title="Unreported edit", publishedDateTime="2024-01-08T10:00:00Z")
+    (site / "store" / "news" / "a02.md").unlink()
+    memory.changed(["news/a05.md", "news/new.md", "news/a02.md"])
+    report = build(config, now=NOW, memory=memory)
+    atom = (site / "out" / "all.atom").read_text(encoding="utf-8")
+    assert report.collection.read == 2
+    assert "Reported edit" in atom and "Reported new" in atom and "Unreported edit" not in atom
+    memory.changed(None)  # what the schedule's builds do: a full scan
+    report = build(config, now=NOW, memory=memory)
+    assert "Unreported edit" in (site / "out" / "all.atom").read_text(encoding="utf-8")
+    assert tree(site / "out") == cold_build(site, "cold")
+
+
+def test_a_state_file_replaced_by_another_process_is_read_again(tmp_path):
+    memory = statefiles.Memory()
+    path = tmp_path / "state.bin"
+    assert statefiles.write_binary(path, "key", {"n": 1}, {"rows": [1]}, memory)
+    remembered = statefiles.open_binary(path, "key", "test state", memory)
+    assert remembered is not None and remembered.payload() == {"rows": [1]}
+    statefiles.write_binary(path, "key", {"n": 2}, {"rows": [2, 2]})  # another process: no memory
+    again = statefiles.open_binary(path, "key", "test state", memory)
+    assert again is not None and again.header["n"] == 2 and again.payload() == {"rows": [2, 2]}
+    assert statefiles.open_binary(path, "other key", "test state", memory) is None

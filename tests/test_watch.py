@@ -91,6 +91,11 @@ def test_the_filter_keeps_articles_and_folders_and_drops_temporaries(tmp_path):
     assert not narrow.relevant(added, str(store / "drafts" / "a.md"))
     assert narrow.relevant(deleted, str(store / "a.md"))
     assert is_temporary(".publisher-tmp") and not is_temporary("article.md")
+    # What a watch build stats: the file's store-relative path; a folder (or what was one) asks for a scan.
+    assert keep.changed_file(added, str(store / "2024")) is None
+    assert narrow.changed_file(deleted, str(store / "2023")) is None
+    assert narrow.changed_file(deleted, str(store / "2024" / "gone.md")) == "2024/gone.md"
+    assert keep.changed_file(added, str(store / "a.md")) == "a.md"
 
 
 def test_watch_keys_are_validated_with_their_names(tmp_path):
