@@ -59,6 +59,10 @@ logger = logging.getLogger(__name__)
 # tick of the file system's clock without its mtime moving: such a file is read again next time.
 RACY_NS = 1_000_000_000
 
+# From this many files to read (a cold build), their encoded Articles go into the record table as they are
+# read instead of being held until the scan is saved.
+STORE_WHILE_READING = 2000
+
 T = TypeVar("T")
 
 
@@ -201,10 +205,12 @@ def _collect(config: Config, listing: store.Listing, save: bool, workers: int | 
     if unread:
         logger.debug("reading %d of %d files (the others are unchanged since the last scan)",
                      len(unread), len(listing))
-        records = reading.read_files(config.store, unread, config.assets_base_url,
-                                     workers or reading.available_cores(),
-                                     reading.PARALLEL_FROM if parallel_from is None else parallel_from,
-                                     body_limit(config.content, config.max_bytes))
+        with cache.records.adding(save and len(unread) >= STORE_WHILE_READING) as add:
+            records = reading.read_files(config.store, unread, config.assets_base_url,
+                                         workers or reading.available_cores(),
+                                         reading.PARALLEL_FROM if parallel_from is None else parallel_from,
+                                         body_limit(config.content, config.max_bytes),
+                                         None if add is None else _stored(add, listing, changes.unread))
     index = old if changes.none else old.updated(listing.paths, listing.stats, changes, records)
     cache.previous, cache.changes = old, changes
     cache.changed_paths = set(unread) | set(changes.deleted)
@@ -214,6 +220,20 @@ def _collect(config: Config, listing: store.Listing, save: bool, workers: int | 
     if save and (not changes.none or cache.header is None):
         cache.later(functools.partial(cache.save, found, started_ns, changes.deleted))
     return found
+
+
+def _stored(add: Callable[[list[tuple[str, int, int, int, bytes]]], None], listing: store.Listing,
+            rows: list[int]) -> reading.Keep:
+    """What to keep of the records as they are read: their encoded Articles go into the record table at once
+    (a cold build of 100,000 files would otherwise hold hundreds of megabytes of them until it saves)."""
+    stats = {listing.paths[row]: listing.stat(row) for row in rows}
+
+    def keep(paths: list[str], read: list[reading.FileRecord]) -> list[reading.FileRecord]:
+        add([(path, *stats[path], record.encoded) for path, record in zip(paths, read, strict=True)
+             if record.encoded is not None])
+        return [record._replace(encoded=None) for record in read]
+
+    return keep
 
 
 class ScanState:

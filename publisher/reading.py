@@ -15,6 +15,7 @@ import marshal
 import multiprocessing
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from itertools import repeat
@@ -64,10 +65,16 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+Keep = Callable[[list[str], list[FileRecord]], list[FileRecord]]
+
+
 def read_files(folder: Path, paths: list[str], base: str | None, workers: int,
-               parallel_from: int = PARALLEL_FROM, body_limit: int = DEFAULT_BODY_LIMIT) -> dict[str, FileRecord]:
+               parallel_from: int = PARALLEL_FROM, body_limit: int = DEFAULT_BODY_LIMIT,
+               keep: Keep | None = None) -> dict[str, FileRecord]:
     """Read `paths` (relative to the store `folder`), in worker processes when there are many. Reading
-    stores nothing: what to keep is the caller's business. `body_limit`: see articles.read_article()."""
+    stores nothing: what to keep is the caller's business. `body_limit`: see articles.read_article().
+    `keep`: given each batch of paths and their records as they come, returns what to hold of them (the
+    catalog stores the encoded Articles of a big read at once, and holds the rest)."""
     progress = Progress(len(paths), "files read")
     records: dict[str, FileRecord] = {}
     try:
@@ -75,7 +82,7 @@ def read_files(folder: Path, paths: list[str], base: str | None, workers: int,
             for start in range(0, len(paths), CHUNK):
                 chunk = paths[start:start + CHUNK]
                 read = read_chunk(str(folder), chunk, base, body_limit)
-                records.update(zip(chunk, read, strict=False))
+                records.update(zip(chunk, keep(chunk, read) if keep else read, strict=False))
                 progress.advance(len(chunk))
             return records
         # Several chunks per worker, so that none waits long for the last one to finish.
@@ -87,7 +94,7 @@ def read_files(folder: Path, paths: list[str], base: str | None, workers: int,
             # map() yields in submission order: the result does not depend on which worker was faster.
             results = pool.map(read_chunk, repeat(str(folder)), chunks, repeat(base), repeat(body_limit))
             for chunk, chunk_records in zip(chunks, results, strict=False):
-                records.update(zip(chunk, chunk_records, strict=False))
+                records.update(zip(chunk, keep(chunk, chunk_records) if keep else chunk_records, strict=False))
                 progress.advance(len(chunk))
         return records
     finally:

@@ -28,7 +28,7 @@ import sqlite3
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -241,6 +241,43 @@ class Records:
             self._failed(exc)
         return found
 
+
+    @contextmanager
+    def adding(self, enabled: bool = True) -> Iterator[Callable[[list[tuple[str, int, int, int, bytes]]], None]
+                                                       | None]:
+        """A function that adds rows to the table, in one transaction committed at the end (None when not
+        `enabled`). A failure is logged once; the rows not stored are read from their files when needed."""
+        if not enabled:
+            yield None
+            return
+        connection: sqlite3.Connection | None = None
+        try:
+            opened = self._connect()
+            opened.execute("BEGIN")
+            connection = opened
+        except sqlite3.Error as exc:
+            self._failed(exc)
+
+        def add(rows: list[tuple[str, int, int, int, bytes]]) -> None:
+            nonlocal connection
+            if connection is None:
+                return
+            try:
+                connection.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)", rows)
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                connection.close()
+                connection = None
+
+        try:
+            yield add
+            if connection is not None:
+                connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._failed(exc)
+        finally:
+            if connection is not None:
+                connection.close()
 
     def update(self, rows: Iterable[tuple[str, int, int, int, bytes]], deleted: Iterable[str]) -> None:
         try:

@@ -76,11 +76,18 @@ def cold_build(site: Path, output: str) -> dict[str, bytes]:
     return tree(site / output)
 
 
-def test_cached_rebuild_writes_the_bytes_of_a_cold_build(site):
+@pytest.mark.parametrize("store_while_reading", [False, True])
+def test_cached_rebuild_writes_the_bytes_of_a_cold_build(site, monkeypatch, store_while_reading):
+    """Also when a big read (a cold build) puts each record into the record table as it is read, holding
+    none: every feed's entries then come back from that table."""
+    if store_while_reading:
+        monkeypatch.setattr(catalog, "STORE_WHILE_READING", 1)
     config = make_config(site)
     first = build(config, now=NOW)
     assert first.collection.read == FILES
     expected = tree(site / "out")
+    assert len(catalog.ScanState(config, store.Listing(), True).records.get(
+        {"news/a01.md": _listed(config, "news/a01.md")})) == 1
     for removed in ([], ["feeds"], ["feeds", "records"]):  # reused selection; cached records; neither
         shutil.rmtree(site / "out")
         for suffix in removed:
@@ -88,7 +95,13 @@ def test_cached_rebuild_writes_the_bytes_of_a_cold_build(site):
         again = build(config, now=NOW)
         assert again.collection.read == 0
         assert tree(site / "out") == expected, removed
+    monkeypatch.setattr(catalog, "STORE_WHILE_READING", 2000)
     assert cold_build(site, "cold") == expected
+
+
+def _listed(config: Config, path: str) -> tuple[int, int, int]:
+    listing = store.scan(config.store)
+    return listing.stat(listing.paths.index(path))
 
 
 def test_corpus_cached_rebuild_is_byte_identical(tmp_path):
