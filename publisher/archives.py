@@ -74,10 +74,11 @@ class Archives:
     header: dict[str, Any] = field(default_factory=dict)
     state: tuple[Path, str] | None = None  # the state file and its key; None: nothing to record
     settings: str = ""  # what every document depends on besides its articles (a digest)
+    reused: bool = False  # the last plan, as it was: nothing to render, nothing new to record
 
     def record(self, writes: WriteResult, target: Target) -> None:
         """Remember the months whose every document is now in place (written, or found equal)."""
-        if self.state is None:
+        if self.state is None or self.reused:  # a no-op build leaves even its records alone
             return
         done = set(writes.written) | set(writes.unchanged) | self.kept
         old = self.recorded.get("units", {})
@@ -125,16 +126,13 @@ def prepare(collection: Collection, config: Config, feeds: Sequence[Feed], famil
 
 def _reuse(archives: Archives, feeds: Sequence[Feed], target: Target) -> bool:
     """Take the last plan as it is, when every document it recorded is still as written."""
-    units = archives.recorded.get("units", {})
     stamps: dict[str, Any] = {}
-    for key, (fingerprint, parts, recorded) in units.items():
+    for _, _, recorded in archives.recorded.get("units", {}).values():
         stamps.update(recorded)
-        path, month = key.split("\0")
-        archives.units[(path, month)] = [fingerprint, parts, list(recorded)]
     if target.stamps(stamps) != stamps:
-        archives.units.clear()
         return False
     archives.kept = set(stamps)
+    archives.reused = True
     for feed in feeds:
         newest = archives.recorded.get("history", {}).get(feed.spec.path)
         if newest is not None:

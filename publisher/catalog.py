@@ -263,6 +263,7 @@ class ScanState:
         self.previous: scan_cache.Index | None = None
         self.changes: scan_cache.Changes | None = None
         self.changed_paths: set[str] = set()
+        self.entry_digests: dict[str, int | None] = {}  # record digests of the selected feeds' entries
 
     def trusted_before(self) -> int:
         """Files modified before this time can be judged by their stat (see RACY_NS)."""
@@ -424,6 +425,8 @@ def _last_selection(cache: ScanState, settings: list[Any], moment: int) -> dict[
 
 
 def _reused(last: dict[str, Any], collection: Collection, moment: int) -> tuple[Live, list[Feed]]:
+    if collection.cache is not None:  # the entries' digests, without loading the index
+        collection.cache.entry_digests = last.get("digests", {})
     articles = {path: reading.decode(encoded) for path, encoded in last["articles"].items()}
     feeds = [Feed(_spec(spec), tuple(articles[s] for s in entries), total) for spec, total, entries in last["feeds"]]
     live_count, unpublished, scheduled, duplicates = last["live"]
@@ -484,6 +487,11 @@ def _finish(cache: ScanState, settings: list[Any], moment: int, live: Live, coun
     articles = cache.articles({entry.source for feed in selected for entry in feed.entries}, known)
     feeds = [Feed(feed.spec, tuple(articles[entry.source][0] for entry in feed.entries if entry.source in articles),
                   feed.total) for feed in selected]
+    index, digests = cache.index(), cache.entry_digests
+    for source in articles:
+        row = _row(index, source)
+        if row is not None:
+            digests[source] = index.columns["digests"][row]
     if cache.save_enabled:
         cache.later(functools.partial(_remember, cache, settings, moment, live, counted, feeds,
                                       {source: encoded for source, (_, encoded) in articles.items()}))
@@ -506,6 +514,7 @@ def _remember(cache: ScanState, settings: list[Any], moment: int, live: Live, co
         "entries": {source: entry[1:] for source, entry in kept.items()},
         "feeds": [[astuple(f.spec), f.total, [entry.source for entry in f.entries]] for f in feeds],
         "articles": encoded,
+        "digests": {source: cache.entry_digests.get(source) for source in encoded},
     }
     statefiles.write_binary(cache.feeds_path, cache.key, header, payload, cache.memory)
 
@@ -528,13 +537,14 @@ def file_tokens(collection: Collection) -> dict[str, int]:
 
 def stamp_tokens(collection: Collection, feeds: Iterable[Feed]) -> Tokens:
     """The file tokens (as file_tokens gives them) of the entries of `feeds`, for their fingerprints."""
-    index = _cache(collection).index()
-    digests, found = index.columns["digests"], {}
+    cache = _cache(collection)
+    found = dict(cache.entry_digests)  # what select() knew of them (a no-op build never loads the index)
     for feed in feeds:
         for entry in feed.entries:
             if entry.source not in found:
+                index = cache.index()
                 row = _row(index, entry.source)
-                found[entry.source] = None if row is None else digests[row]
+                found[entry.source] = None if row is None else index.columns["digests"][row]
     return Tokens(reading_key(collection), found)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from publisher import targets
 from publisher.build import build
 from publisher.catalog import collect, select, stamp_tokens
 from publisher.fingerprints import known_feeds
@@ -97,3 +98,18 @@ def test_kept_files_stay_owned_and_in_place(tmp_path):
     assert result.unchanged == ["a.xml", "b.xml"] and result.removed == ["c.xml"]
     assert (out / "b.xml").stat().st_mtime_ns == stamp
     assert read_manifest(manifest, out) == {"a.xml", "b.xml"}
+
+
+@pytest.mark.parametrize("in_two_from", [1, 10**6])
+def test_stamps_of_many_files_in_two_threads_are_the_same(site, monkeypatch, in_two_from):
+    monkeypatch.setattr(targets, "STAMPS_IN_TWO_FROM", in_two_from)
+    config = make_config(site)
+    build(config, now=NOW)
+    target = targets.open_target(config)
+    names = sorted(snapshot(site / "out"))
+    found = target.stamps(names)
+    assert found is not None and sorted(found) == names
+    assert all(found[name] == [(site / "out" / name).stat().st_size, (site / "out" / name).stat().st_mtime_ns]
+               for name in names)
+    (site / "out" / names[-1]).unlink()
+    assert target.stamps(names) is None
