@@ -129,6 +129,7 @@ class BuildMemory:
     listing: store.Listing | None = None
     listed: tuple[Any, ...] = ()  # what the listing is of: store, include, exclude, skipped folders
     unscanned: set[str] | None = None
+    decoded: dict[str, tuple[bytes, Article]] = field(default_factory=dict)  # source -> record, its Article
 
     def changed(self, paths: Iterable[str] | None) -> None:
         """Note paths changed in the store (relative, "/"-separated); None: changes that paths cannot say."""
@@ -171,7 +172,8 @@ def read(config: Config, listing: store.Listing, save: bool = True, workers: int
 def save(collection: Collection) -> None:
     """Write what collect(defer_save=True) and select() left to save: the scan cache and the selection."""
     if collection.cache is not None:
-        collection.cache.save_deferred()
+        with _many_objects():  # the collector would walk the whole index on its way out
+            collection.cache.save_deferred()
 
 
 def _listing(config: Config, memory: BuildMemory | None) -> store.Listing:
@@ -195,7 +197,8 @@ def _collect(config: Config, listing: store.Listing, save: bool, workers: int | 
              memory: BuildMemory | None, defer_save: bool) -> Collection:
     store.warn_without_libyaml()
     started_ns = listing.started_ns
-    cache = ScanState(config, listing, save, memory.files if memory is not None else None, defer_save)
+    cache = ScanState(config, listing, save, memory.files if memory is not None else None, defer_save,
+                      memory.decoded if memory is not None else None)
     if cache.unchanged():
         return cache.unchanged_collection()
     old = cache.index()
@@ -240,8 +243,9 @@ class ScanState:
     """The scan cache as one scan sees it: the files in the state folder, and what this scan found."""
 
     def __init__(self, config: Config, listing: store.Listing, save: bool, memory: statefiles.Memory | None = None,
-                 defer_save: bool = False) -> None:
+                 defer_save: bool = False, decoded: dict[str, tuple[bytes, Article]] | None = None) -> None:
         self.config = config
+        self.decoded = decoded  # the daemon's: the Articles of the last selection, by source, with their record
         self.save_enabled = save
         self.memory = memory
         self.defer_save = defer_save
@@ -326,10 +330,11 @@ class ScanState:
     def collection_articles(self) -> list[Summary]:
         return summaries(self.index())
 
-    def articles(self, sources: Iterable[str], known: dict[str, bytes] | None = None
+    def articles(self, sources: Iterable[str], known: dict[str, bytes] | None = None, selected: bool = False
                  ) -> dict[str, tuple[Article, bytes]]:
         """The full Articles of `sources`, with their encoded form: read by this scan, else in `known` (the
-        last selection's, for files this scan did not read), else from the record cache, else read again."""
+        last selection's, for files this scan did not read), else from the record cache, else read again.
+        `selected`: these are the selection's entries, which the daemon keeps decoded for its next build."""
         index = self.index()
         found = {source: self.fresh[source] for source in sources if source in self.fresh}
         if known:
@@ -349,7 +354,17 @@ class ScanState:
                     logger.warning("%s: changed while the build ran; left out until the next build", path)
             if self.save_enabled:
                 self.records.update(((path, *wanted[path], found[path]) for path in missing if path in found), ())
-        return {source: (reading.decode(encoded), encoded) for source, encoded in found.items()}
+        decoded = self.decoded if selected else None
+        if decoded is None:
+            return {source: (reading.decode(encoded), encoded) for source, encoded in found.items()}
+        articles: dict[str, tuple[Article, bytes]] = {}
+        for source, encoded in found.items():
+            last = decoded.get(source)
+            articles[source] = (last[1] if last is not None and last[0] == encoded else reading.decode(encoded),
+                                encoded)
+        decoded.clear()  # what the next build may need: this selection's entries, no more
+        decoded.update((source, (encoded, article)) for source, (article, encoded) in articles.items())
+        return articles
 
 
 def _stat_of(index: scan_cache.Index, path: str) -> tuple[int, int, int]:
@@ -484,7 +499,7 @@ def _updated(last: dict[str, Any], cache: ScanState, config: Config, moment: int
 def _finish(cache: ScanState, settings: list[Any], moment: int, live: Live, counted: Tally,
             selected: list[SelectedFeed], known: dict[str, bytes]) -> tuple[Live, list[Feed]]:
     """Resolve the feeds' entries into Articles, and keep the selection for the next build."""
-    articles = cache.articles({entry.source for feed in selected for entry in feed.entries}, known)
+    articles = cache.articles({entry.source for feed in selected for entry in feed.entries}, known, selected=True)
     feeds = [Feed(feed.spec, tuple(articles[entry.source][0] for entry in feed.entries if entry.source in articles),
                   feed.total) for feed in selected]
     index, digests = cache.index(), cache.entry_digests

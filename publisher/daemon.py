@@ -17,11 +17,12 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -212,8 +213,9 @@ class Daemon:
             changed = self._watcher.take_changes()
             self._memory.changed(changed if cause == "watch" else None)
             try:
-                report = locked_build(config, stop_requested=self._stop.is_set, trigger=cause,
-                                      target=self._target, memory=self._memory)
+                with _collector_between_builds():
+                    report = locked_build(config, stop_requested=self._stop.is_set, trigger=cause,
+                                          target=self._target, memory=self._memory)
             except BuildInterrupted as exc:
                 logger.info("build interrupted: %s", exc)
                 return
@@ -250,6 +252,20 @@ class Daemon:
                  and job.id not in _NOT_A_BUILD_TIME]
         update_status(self._config.state, next_run=timestamp(min(times)) if times else None,
                       skipped_ticks=self._skipped_ticks)
+
+
+@contextlib.contextmanager
+def _collector_between_builds() -> Iterator[None]:
+    """After a build, collect its garbage and freeze what is left (gc.freeze): the daemon keeps hundreds of
+    thousands of objects from one build to the next (its BuildMemory), and a pass of the cyclic collector
+    over all of them in the middle of the next build would cost a tenth of a second or more of the time
+    from a change to its feed. Frozen, they are left out of the passes; they are still freed when no longer
+    referenced."""
+    try:
+        yield
+    finally:
+        gc.collect()
+        gc.freeze()
 
 
 def _describe(config: Config) -> str:
