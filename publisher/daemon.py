@@ -117,6 +117,9 @@ class Daemon:
         logger.info("publisher daemon started (pid %d), %s", os.getpid(), _describe(config))
         logging.getLogger(SCHEDULER_LOGGER).addFilter(self._skip_filter)
         self._watcher.start()
+        # The first build waits (a moment) for the watcher to receive events, so that it misses no change
+        # and the builds the watcher asks for afterwards need stat only what it reports.
+        self._watcher.wait_watching(2.0)
         try:
             try:
                 self._scheduler.start()  # returns once a stop signal has shut the scheduler down

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 # store folder is still the one it watches, and whether it is asked to stop.
 STEP_MS = 50
 BATCH_MS = 200
-CHECK_MS = 1000
+CHECK_MS = 250
 RESTART_FIRST = 1.0  # seconds before the first new start of a failed watcher; doubles on each failure in a row
 RESTART_MAX = 60.0
 
@@ -158,6 +158,8 @@ class StoreWatcher:
         self._recovering = False  # the last watch failed or its thread died: say so when watching again
         self._changes_lock = threading.Lock()
         self._changes: set[str] | None = None  # files changed since take_changes(); None: not known
+        self._watching = threading.Event()  # set once events are being received
+        self._taken_unwatched = False  # changes were taken before that: some may have gone unseen
 
     def start(self) -> None:
         if not self._config.watch.enabled:
@@ -205,7 +207,14 @@ class StoreWatcher:
         cannot tell (a folder changed, events may have been missed, the watcher was not watching)."""
         with self._changes_lock:
             changes, self._changes = self._changes, set()
+            if not self._watching.is_set():
+                self._taken_unwatched = True
         return changes
+
+    def wait_watching(self, timeout: float) -> bool:
+        """Wait until events are being received (at most `timeout` seconds): a build that starts after
+        that misses no change. Whether it is so."""
+        return self._watching.wait(timeout) if self._config.watch.enabled else False
 
     def _note(self, paths: list[str | None]) -> None:
         with self._changes_lock:
@@ -217,6 +226,16 @@ class StoreWatcher:
     def _unknown(self) -> None:
         with self._changes_lock:
             self._changes = None
+
+    def _started_watching(self, catch_up: bool) -> None:
+        """Events are being received from now on. What changed before, no event says: the next build scans
+        the whole store, unless every build so far started after this (the daemon's first build waits for
+        it) and nothing could have been missed."""
+        with self._changes_lock:
+            if catch_up or self._taken_unwatched:
+                self._changes = None
+            self._taken_unwatched = False
+            self._watching.set()
 
     def ensure_running(self) -> None:
         """Start the threads again if one has ended though nobody stopped it (a bug, or a killed thread)."""
@@ -256,6 +275,12 @@ class StoreWatcher:
     def _watch(self, target: _Target, catch_up: bool) -> None:
         """Watch until stopped or reconfigured. `catch_up`: ask for a build once watching, for the changes
         made while nothing watched (after a failure, or while watching again after a reload)."""
+        try:
+            self._watch_until_stopped(target, catch_up)
+        finally:
+            self._watching.clear()  # changes taken from now on may miss some: see _started_watching
+
+    def _watch_until_stopped(self, target: _Target, catch_up: bool) -> None:
         identity = _identity(target.store)
         stop_event = _Either(self._stop, self._rewatch)
         changes_seen = False
@@ -264,7 +289,7 @@ class StoreWatcher:
                                         raise_interrupt=False, ignore_permission_denied=True):
             if not changes_seen:
                 changes_seen = True
-                self._unknown()  # what changed before watching started, no event says
+                self._started_watching(catch_up)
                 if self._recovering:
                     logger.warning("watching %s for changes again", target.store)
                     self._recovering = False

@@ -20,8 +20,8 @@ from watchfiles import Change
 
 from publisher.config import load_config, parse_duration
 from publisher.errors import ConfigError
-from publisher.watch import ChangeFilter, Debouncer, is_temporary
-from tests.conftest import article_text, cli_env, run_cli, wait_for, write_article, write_config
+from publisher.watch import ChangeFilter, Debouncer, StoreWatcher, is_temporary
+from tests.conftest import article_text, cli_env, make_config, run_cli, wait_for, write_article, write_config
 from tests.local_http import LocalServer, Reply, local_only
 from tests.test_daemon import Daemon, data, links, status
 
@@ -332,3 +332,28 @@ def test_status_json_names_trigger_and_watcher(tmp_path, daemons):
     started(tmp_path, daemons)
     data = json.loads(run_cli("status", "--json", "-c", tmp_path / "config.yaml").stdout)
     assert data["last_trigger"] == "start" and data["watcher"]["state"] == "watching"
+
+
+def test_the_watcher_reports_the_changed_files_and_says_when_it_cannot(tmp_path):
+    """What a watch build stats (StoreWatcher.take_changes), with a real watcher on a real folder: nothing
+    is known before it watches, then exactly the files changed; a folder makes it unknown again."""
+    write_article(tmp_path / "store", "news/a.md")
+    asked = []
+    watcher = StoreWatcher(make_config(tmp_path), lambda: asked.append(True))
+    assert watcher.take_changes() is None  # before watching: taken unwatched, so a full scan follows
+    watcher.start()
+    try:
+        assert watcher.wait_watching(10)
+        assert watcher.take_changes() is None  # a take came before it watched: the next build scans all
+        assert watcher.take_changes() == set()
+        write_article(tmp_path / "store", "news/b.md")
+        (tmp_path / "store" / "news" / "a.md").unlink()
+        seen: set[str] = set()
+        wait_for(lambda: seen.update(watcher.take_changes() or ()) or seen >= {"news/a.md", "news/b.md"},
+                 what="the two changes")
+        assert seen == {"news/a.md", "news/b.md"}
+        wait_for(lambda: asked, what="a build asked for, once the debounce has passed")
+        (tmp_path / "store" / "more").mkdir()
+        wait_for(lambda: watcher.take_changes() is None, what="a folder making the changes unknown")
+    finally:
+        watcher.stop(wait=5)
