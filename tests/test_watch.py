@@ -133,7 +133,7 @@ def test_new_edited_and_deleted_articles_are_published_without_the_schedule(tmp_
 
     (store / "second.md").unlink()
     wait_for(lambda: not (out / "topics" / "robots.rss").exists(), what="topic feed removed")
-    assert links(out / "all.rss") == ["https://news.example.com/first"]
+    wait_for(lambda: links(out / "all.rss") == ["https://news.example.com/first"], what="overall feed updated")
 
     drop(store, "third.md", publishedDateTime="2024-03-01T00:00:00Z")
     wait_for(lambda: "https://news.example.com/third" in links(out / "all.rss"), what="third article")
