@@ -100,6 +100,14 @@ def site(tmp_path: Path, images: ImageServer) -> Path:
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium for the module (it takes a second or two to start): each test opens about:blank first and
+    reads the requests made since, and its servers are on ports of their own, so nothing is cached across."""
+    with chromium() as driver:
+        yield driver
+
+
 @dataclass
 class Site:
     name: str
@@ -175,64 +183,64 @@ def check_fits(driver: Any, width: int) -> None:
     assert driver.execute_script("return document.documentElement.scrollWidth") <= width
 
 
-def test_index_and_topic_page_in_a_real_browser(site, server, images, tmp_path):
+def test_index_and_topic_page_in_a_real_browser(browser, site, server, images, tmp_path):
     from selenium.webdriver.common.by import By
 
     out = site / "out"
-    with chromium() as driver:
-        driver.get("about:blank")
-        requested_urls(driver)  # what the browser did before this test (its new tab page)
-        driver.get(server.url)
-        assert driver.title == SITE["title"]
-        rows = driver.find_elements(By.CSS_SELECTOR, "li[data-filter]")
-        assert [row.find_element(By.CSS_SELECTOR, "a.name").text for row in rows] == expected_names(out)
-        assert [s.find_element(By.TAG_NAME, "h2").text for s in driver.find_elements(By.CSS_SELECTOR,
-                "section.family")] == ["Everything (1)", f"Topics ({len(TOPICS)})"]
-        box = driver.find_element(By.ID, "filter-text")
-        assert box.is_displayed()  # the script showed the filter
-        box.send_keys("zola")
-        visible = [row.find_element(By.CSS_SELECTOR, "a.name").text for row in rows if row.is_displayed()]
-        assert visible == ["Émile Zola"]
-        assert not driver.find_element(By.ID, "family-all").is_displayed()  # a family with no row left
-        box.clear()
-        box.send_keys("QUANTUM comp")
-        assert [r.find_element(By.CSS_SELECTOR, "a.name").text for r in rows if r.is_displayed()] == [
-            "Quantum Computing"]
-        box.clear()
-        box.send_keys("emile")  # accents aside
-        assert [r.find_element(By.CSS_SELECTOR, "a.name").text for r in rows if r.is_displayed()] == ["Émile Zola"]
-        box.clear()
-        box.send_keys("x")
-        box.send_keys("\b")
-        assert all(row.is_displayed() for row in rows)
-        check_contrast(driver)
-        check_fits(driver, 360)
-        for width in (360, 1280):
-            assert full_page_screenshot(driver, tmp_path / f"index-{width}.png", width).stat().st_size > 0
+    driver = browser
+    driver.get("about:blank")
+    requested_urls(driver)  # what the browser did before this test (its new tab page, the test before)
+    driver.get(server.url)
+    assert driver.title == SITE["title"]
+    rows = driver.find_elements(By.CSS_SELECTOR, "li[data-filter]")
+    assert [row.find_element(By.CSS_SELECTOR, "a.name").text for row in rows] == expected_names(out)
+    assert [s.find_element(By.TAG_NAME, "h2").text for s in driver.find_elements(By.CSS_SELECTOR,
+            "section.family")] == ["Everything (1)", f"Topics ({len(TOPICS)})"]
+    box = driver.find_element(By.ID, "filter-text")
+    assert box.is_displayed()  # the script showed the filter
+    box.send_keys("zola")
+    visible = [row.find_element(By.CSS_SELECTOR, "a.name").text for row in rows if row.is_displayed()]
+    assert visible == ["Émile Zola"]
+    assert not driver.find_element(By.ID, "family-all").is_displayed()  # a family with no row left
+    box.clear()
+    box.send_keys("QUANTUM comp")
+    assert [r.find_element(By.CSS_SELECTOR, "a.name").text for r in rows if r.is_displayed()] == [
+        "Quantum Computing"]
+    box.clear()
+    box.send_keys("emile")  # accents aside
+    assert [r.find_element(By.CSS_SELECTOR, "a.name").text for r in rows if r.is_displayed()] == ["Émile Zola"]
+    box.clear()
+    box.send_keys("x")
+    box.send_keys("\b")
+    assert all(row.is_displayed() for row in rows)
+    check_contrast(driver)
+    check_fits(driver, 360)
+    for width in (360, 1280):
+        assert full_page_screenshot(driver, tmp_path / f"index-{width}.png", width).stat().st_size > 0
 
-        set_viewport(driver, 1280)
-        driver.find_element(By.LINK_TEXT, "AI").click()  # a relative link, on whatever host and port
-        wait_for(lambda: driver.current_url == f"{server.url}topics/ai.html", DEADLINE, "the topic page")
-        parsed = feedparser.parse((out / "topics" / "ai.atom").read_bytes())
-        assert driver.title == parsed.feed.title
-        titles = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "ol.entries h3 a")]
-        assert titles == [entry.title for entry in parsed.entries] and len(titles) == TOPICS["AI"] + 3
-        links = driver.find_elements(By.CSS_SELECTOR, "ul.subscribe a")
-        assert [a.get_attribute("href") for a in links] == [
-            f"{server.url}topics/ai{extension}" for extension in (".atom", ".rss", ".json")]
-        assert [c.text for c in driver.find_elements(By.CSS_SELECTOR, "code.url")] == [
-            f"https://feeds.example.org/topics/ai{extension}" for extension in (".atom", ".rss", ".json")]
-        # The first thumbnail is in view: it loads (lazily), in the box its markup gives it.
-        first = driver.find_element(By.CSS_SELECTOR, "img.thumb")
-        wait_for(lambda: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", first),
-                 DEADLINE, "the first thumbnail")
-        assert (first.size["width"], first.size["height"]) == (160, 120)
-        check_contrast(driver)
-        check_fits(driver, 360)
-        for width in (360, 1280):
-            assert full_page_screenshot(driver, tmp_path / f"topic-{width}.png", width).stat().st_size > 0
-        set_viewport(driver, 1280)
-        asked = requested_urls(driver)
+    set_viewport(driver, 1280)
+    driver.find_element(By.LINK_TEXT, "AI").click()  # a relative link, on whatever host and port
+    wait_for(lambda: driver.current_url == f"{server.url}topics/ai.html", DEADLINE, "the topic page")
+    parsed = feedparser.parse((out / "topics" / "ai.atom").read_bytes())
+    assert driver.title == parsed.feed.title
+    titles = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "ol.entries h3 a")]
+    assert titles == [entry.title for entry in parsed.entries] and len(titles) == TOPICS["AI"] + 3
+    links = driver.find_elements(By.CSS_SELECTOR, "ul.subscribe a")
+    assert [a.get_attribute("href") for a in links] == [
+        f"{server.url}topics/ai{extension}" for extension in (".atom", ".rss", ".json")]
+    assert [c.text for c in driver.find_elements(By.CSS_SELECTOR, "code.url")] == [
+        f"https://feeds.example.org/topics/ai{extension}" for extension in (".atom", ".rss", ".json")]
+    # The first thumbnail is in view: it loads (lazily), in the box its markup gives it.
+    first = driver.find_element(By.CSS_SELECTOR, "img.thumb")
+    wait_for(lambda: driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", first),
+             DEADLINE, "the first thumbnail")
+    assert (first.size["width"], first.size["height"]) == (160, 120)
+    check_contrast(driver)
+    check_fits(driver, 360)
+    for width in (360, 1280):
+        assert full_page_screenshot(driver, tmp_path / f"topic-{width}.png", width).stat().st_size > 0
+    set_viewport(driver, 1280)
+    asked = requested_urls(driver)
 
     # Every request the browser made went to one of the two local servers.
     web = [url for url in asked if urlsplit(url).scheme in ("http", "https", "ws", "wss")]

@@ -26,6 +26,7 @@ from tests.local_http import LocalServer, Reply, local_only
 from tests.test_daemon import Daemon, data, links, status
 
 HOURLY = {"every": "1h"}
+QUICK = {"debounce": "100ms", "max_delay": "1s"}  # where the debounce is not what a test is about: less waiting
 pytestmark = pytest.mark.usefixtures(local_only.__name__)
 
 
@@ -117,7 +118,7 @@ def test_watch_keys_are_validated_with_their_names(tmp_path):
 def test_new_edited_and_deleted_articles_are_published_without_the_schedule(tmp_path, daemons):
     store, out = tmp_path / "store", tmp_path / "out"
     write_article(store, "first.md", topics=["AI"])
-    daemon = started(tmp_path, daemons)
+    daemon = started(tmp_path, daemons, watch=QUICK)
     assert status(tmp_path)["last_trigger"] == "start"
 
     drop(store, "second.md", topics=["Robots"], publishedDateTime="2024-02-01T00:00:00Z")
@@ -152,7 +153,7 @@ def test_a_watch_build_pings_the_hub_and_schedules_the_embargo(tmp_path, daemons
     store, out = tmp_path / "store", tmp_path / "out"
     write_article(store, "first.md")
     with LocalServer(lambda request: Reply(204)) as hub:
-        daemon = started(tmp_path, daemons, websub={"hubs": [hub.url("/hub")]})
+        daemon = started(tmp_path, daemons, websub={"hubs": [hub.url("/hub")]}, watch=QUICK)
         pinged = hub.count()
         due = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
         drop(store, "later.md", publishedDateTime=due.isoformat())
