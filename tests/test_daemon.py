@@ -110,8 +110,9 @@ def test_new_edited_and_deleted_articles_follow_the_store(tmp_path, daemons):
 
     (store / "second.md").unlink()
     wait_for(lambda: not (out / "topics" / "robots.rss").exists(), what="topic feed removed")
-    assert links(out / "all.rss") == ["https://news.example.com/first"]
-    assert not (out / "topics" / "robots.atom").exists()
+    # As above, one file after the other: the overall feed and the topic's other files follow.
+    wait_for(lambda: links(out / "all.rss") == ["https://news.example.com/first"]
+             and not (out / "topics" / "robots.atom").exists(), what="overall feed updated, topic gone")
     assert daemon.stop() == 0
 
 
