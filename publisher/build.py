@@ -13,24 +13,24 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from publisher import archives, catalog
-from publisher.catalog import Collection
+from publisher.caches.fingerprints import Trim, known_feeds
 from publisher.config import Config
 from publisher.errors import BuildInterrupted
-from publisher.fingerprints import Trim, known_feeds
-from publisher.mirror import mirror_store, store_label
-from publisher.pages import feed_page, page_path, site_pages
-from publisher.precompress import gzip_copies
-from publisher.render import FORMATS, Format, render_within
-from publisher.render_pool import run_jobs
-from publisher.selection import Feed
-from publisher.targets import Target, open_target
+from publisher.stages import archives, catalog
+from publisher.stages.catalog import Collection
+from publisher.stages.mirror import mirror_store, store_label
+from publisher.stages.pages import feed_page, page_path, site_pages
+from publisher.stages.precompress import gzip_copies
+from publisher.stages.render import FORMATS, Format, render_within
+from publisher.stages.render_pool import run_jobs
+from publisher.stages.selection import Feed
+from publisher.stages.targets import Target, open_target
+from publisher.stages.writer import WriteResult
 from publisher.wording import plural
-from publisher.writer import WriteResult
 
 if TYPE_CHECKING:  # the network edges (requests) are imported only by builds that use them
-    from publisher.probe import ProbeReport
-    from publisher.websub import Ping
+    from publisher.stages.probe import ProbeReport
+    from publisher.stages.websub import Ping
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _publish(config: Config, collection: Collection, now: datetime, stop_request
     live, feeds = catalog.select(collection, config, now)  # the last selection, when nothing changed
     probes = None
     if config.enclosures.probe:
-        from publisher.probe import apply_sizes, enclosure_urls, probe_enclosures
+        from publisher.stages.probe import apply_sizes, enclosure_urls, probe_enclosures
         from publisher.web import user_agent
 
         probes = probe_enclosures(enclosure_urls(feeds), config.state, config.enclosures,
@@ -210,8 +210,8 @@ def _notify(config: Config, writes: WriteResult) -> list[Ping]:
     """WebSub pings for the feeds this build changed; none (and no HTTP library loaded) without hubs."""
     if not config.websub.hubs:
         return []
+    from publisher.stages.websub import changed_feed_urls, ping_hubs
     from publisher.web import user_agent
-    from publisher.websub import changed_feed_urls, ping_hubs
 
     return ping_hubs(config.websub.hubs, changed_feed_urls(writes.written, config.site.base_url),
                      user_agent(config.site.home))

@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from publisher import __version__
-from publisher.bucket import DeletionLimit
 from publisher.build import check_store
 from publisher.config import Config, load_config
 from publisher.errors import ConfigError, PublisherError, ServeError, StoreError
-from publisher.jobs import locked_build
-from publisher.lease import LeaseHeld
-from publisher.lock import DaemonRunning, LockTimeout, daemon_pid
 from publisher.logs import JsonFormatter
-from publisher.mirror import store_label
-from publisher.s3 import is_s3_url
+from publisher.running.jobs import locked_build
+from publisher.running.lock import DaemonRunning, LockTimeout, daemon_pid
+from publisher.running.status import assess, format_status, read_status
 from publisher.serve import DEFAULT_HOST, DEFAULT_PORT, serve
-from publisher.status import assess, format_status, read_status
+from publisher.stages.bucket import DeletionLimit
+from publisher.stages.lease import LeaseHeld
+from publisher.stages.mirror import store_label
+from publisher.stages.s3 import is_s3_url
 from publisher.wording import plural
 
 logger = logging.getLogger("publisher")
@@ -166,7 +166,7 @@ def _check(args: argparse.Namespace, config: Config) -> int:
 
 
 def _run(args: argparse.Namespace, config: Config) -> int:
-    from publisher.daemon import run_daemon  # the scheduler and the watcher: only the daemon needs them
+    from publisher.running.daemon import run_daemon  # the scheduler and the watcher: only the daemon needs them
 
     try:
         return run_daemon(args.config, config, _overrides(args))

@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from publisher.errors import ConfigError
-from publisher.s3 import S3Location, is_s3_url, parse_location
-from publisher.schedule import cron_trigger, interval_seconds
+from publisher.running.schedule import cron_trigger, interval_seconds
+from publisher.stages.s3 import S3Location, is_s3_url, parse_location
+from publisher.stages.xmltext import is_xml_text
 from publisher.wording import DURATION_UNITS
-from publisher.xmltext import is_xml_text
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from urllib.parse import unquote, urlsplit
 
 from publisher.config import DEFAULTS, STALE_WHILE_REVALIDATE, Config, ScheduleConfig, parse_duration
 from publisher.errors import ServeError
-from publisher.pages import INDEX, OPML_MEDIA_TYPE, PAGE_EXTENSION
-from publisher.precompress import SUFFIX as GZIP_SUFFIX
-from publisher.render import FORMATS
-from publisher.schedule import interval_seconds
+from publisher.running.schedule import interval_seconds
+from publisher.stages.pages import INDEX, OPML_MEDIA_TYPE, PAGE_EXTENSION
+from publisher.stages.precompress import SUFFIX as GZIP_SUFFIX
+from publisher.stages.render import FORMATS
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from publisher.articles import UNKNOWN_TYPE, guess_image_type, parse_datetime, read_article
-from publisher.store import Document
-from publisher.urls import InvalidURL, canonical, entry_id, publishable
+from publisher.stages.articles import UNKNOWN_TYPE, guess_image_type, parse_datetime, read_article
+from publisher.stages.store import Document
+from publisher.stages.urls import InvalidURL, canonical, entry_id, publishable
 
 BASE = "https://everyday-cc.github.io/ai/"
 

@@ -12,12 +12,12 @@ import lxml.html
 import pytest
 from lxml import etree
 
-from publisher import scan_cache
-from publisher.articles import read_article
-from publisher.body import render_body, strip_liquid
+from publisher.caches import scan_cache
 from publisher.config import load_config
 from publisher.errors import ConfigError
-from publisher.store import Document, read
+from publisher.stages.articles import read_article
+from publisher.stages.body import render_body, strip_liquid
+from publisher.stages.store import Document, read
 from tests.conftest import NS, article_text, make_config, require_corpus, run_cli, write_config
 
 BASE = "https://assets.example.org/site/"
@@ -306,7 +306,7 @@ def test_the_scan_cache_key_covers_what_bodies_depend_on(tmp_path):
     full = make_config(tmp_path)
     assert scan_cache.cache_key(full) != scan_cache.cache_key(make_config(tmp_path, content="summary"))
     assert scan_cache.cache_key(full) != scan_cache.cache_key(make_config(tmp_path, max_bytes="1MiB"))
-    assert "body" in scan_cache.CODE
+    assert "stages.body" in scan_cache.CODE
 
 
 def test_content_setting_is_validated(tmp_path):

@@ -10,12 +10,12 @@ import feedparser
 import pytest
 from lxml import etree
 
-from publisher import catalog
 from publisher.build import build
 from publisher.config import load_config
 from publisher.errors import ConfigError
-from publisher.render import FORMATS, render, render_within
-from publisher.selection import Feed
+from publisher.stages import catalog
+from publisher.stages.render import FORMATS, render, render_within
+from publisher.stages.selection import Feed
 from tests.conftest import NS, article_text, make_config, run_cli, write_config
 
 EXTENSIONS = (".atom", ".rss", ".json")

@@ -84,7 +84,7 @@ def test_quiet_and_verbose(tmp_path):
     config = write_config(tmp_path)
     verbose = run_cli("build", "-v", "-c", config)
     assert "a.md: not published" in verbose.stderr and "1 article read" in verbose.stdout
-    assert "DEBUG publisher.writer: wrote " in verbose.stderr  # per-file lines are DEBUG
+    assert "DEBUG publisher.stages.writer: wrote " in verbose.stderr  # per-file lines are DEBUG
     shutil.rmtree(tmp_path / "out")
     quiet = run_cli("build", "-q", "-c", config)
     assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""

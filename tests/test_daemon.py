@@ -19,8 +19,8 @@ from pathlib import Path
 from lxml import etree
 
 from publisher.config import load_config
-from publisher.status import Status, assess
-from publisher.writer import TEMP_SUFFIX
+from publisher.running.status import Status, assess
+from publisher.stages.writer import TEMP_SUFFIX
 from tests.conftest import cli_env, run_cli, snapshot, wait_for, write_article, write_config
 
 FEED_SUFFIXES = (".atom", ".rss", ".json")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from publisher import targets
 from publisher.build import build
-from publisher.catalog import collect, select, stamp_tokens
-from publisher.fingerprints import known_feeds
-from publisher.render import FORMATS
-from publisher.writer import read_manifest, write_outputs
+from publisher.caches.fingerprints import known_feeds
+from publisher.stages import targets
+from publisher.stages.catalog import collect, select, stamp_tokens
+from publisher.stages.render import FORMATS
+from publisher.stages.writer import read_manifest, write_outputs
 from tests.conftest import make_config, snapshot, write_article
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -22,11 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from publisher import catalog, progress, reading, scan_cache, statefiles, store
-from publisher.articles import read_article
+from publisher import progress
 from publisher.build import build, check_store
+from publisher.caches import scan_cache, statefiles
 from publisher.config import Config
-from publisher.selection import as_datetime
+from publisher.stages import catalog, reading, store
+from publisher.stages.articles import read_article
+from publisher.stages.selection import as_datetime
 from tests.conftest import REPO, cli_env, make_config, require_corpus, snapshot, write_article
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -345,7 +347,7 @@ def test_missing_libyaml_is_said_once_at_warning_level(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "1"]
     warnings = [line for line in done.stderr.splitlines() if "without libyaml" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("WARNING:publisher.store:")
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING:publisher.stages.store:")
 
 
 class Terminal(io.StringIO):
@@ -432,7 +434,7 @@ def test_updated_selection_equals_selecting_from_scratch(tmp_path, caplog):
         for path in store_folder.iterdir():
             os.utime(path, ns=(clock, clock))
         now = NOW if batch < 20 else datetime(2027, 6, 1, tzinfo=UTC)  # the scheduled fall due
-        with caplog.at_level(logging.DEBUG, logger="publisher.catalog"):
+        with caplog.at_level(logging.DEBUG, logger="publisher.stages.catalog"):
             caplog.clear()
             got = selection_of(config, now)
         updated += any("selection updated" in record.getMessage() for record in caplog.records)

@@ -11,11 +11,11 @@ import feedparser
 import pytest
 from lxml import etree
 
-from publisher.articles import Article, Image, Provider
 from publisher.build import build
 from publisher.config import SiteConfig
-from publisher.render import FORMATS, render
-from publisher.selection import Feed, FeedSpec
+from publisher.stages.articles import Article, Image, Provider
+from publisher.stages.render import FORMATS, render
+from publisher.stages.selection import Feed, FeedSpec
 from tests.conftest import ATOM, SITE, make_config, run_cli, write_article
 
 JSON_FEED_1_1 = "https://jsonfeed.org/version/1.1"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from publisher.build import build
-from publisher.precompress import compress, gzip_copies
+from publisher.stages.precompress import compress, gzip_copies
 from tests.conftest import make_config, snapshot, write_article
 
 

@@ -14,10 +14,10 @@ import feedparser
 import pytest
 from lxml import etree
 
-from publisher.articles import Article, Image, Provider
 from publisher.build import build
 from publisher.config import Config, EnclosureConfig
-from publisher.probe import (
+from publisher.stages.articles import Article, Image, Provider
+from publisher.stages.probe import (
     CACHE_NAME,
     MAX_REDIRECTS,
     RETRY_AFTER,
@@ -30,7 +30,7 @@ from publisher.probe import (
     record,
     retry_after,
 )
-from publisher.selection import Feed, FeedSpec
+from publisher.stages.selection import Feed, FeedSpec
 from tests.conftest import NS, make_config, run_cli, snapshot, write_article
 from tests.local_http import LocalServer, Reply, Request, closed_port, local_only, png, wait_for
 

@@ -11,7 +11,7 @@ from tests.conftest import cli_env, snapshot, write_article, write_config
 
 SCRIPT = """
 import functools, json, os, sys
-from publisher import render_pool
+from publisher.stages import render_pool
 
 def job(index):
     if index == int(sys.argv[1]):
@@ -55,7 +55,7 @@ def test_a_cold_build_on_every_core_gives_the_bytes_of_one_core(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         from pathlib import Path
-        from publisher import render_pool
+        from publisher.stages import render_pool
         from publisher.build import build
         from publisher.config import load_config
         if sys.argv[1] == "one":

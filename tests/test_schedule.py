@@ -9,7 +9,7 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 
 from publisher.config import ScheduleConfig
-from publisher.schedule import cron_trigger, cron_weekdays, trigger
+from publisher.running.schedule import cron_trigger, cron_weekdays, trigger
 from tests.conftest import REPO
 
 WEDNESDAY = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

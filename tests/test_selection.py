@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from publisher.selection import assign_slugs, slugify, topic_key
+from publisher.stages.selection import assign_slugs, slugify, topic_key
 from tests.conftest import require_corpus
 
 

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from frontmatter.default_handlers import YAMLHandler
 
-from publisher import simple_yaml
-from publisher.store import yaml_loader
+from publisher.stages import simple_yaml
+from publisher.stages.store import yaml_loader
 from tests.conftest import CORPUS, require_corpus
 
 LOADER = yaml_loader()

@@ -20,7 +20,7 @@ from watchfiles import Change
 
 from publisher.config import load_config, parse_duration
 from publisher.errors import ConfigError
-from publisher.watch import ChangeFilter, Debouncer, StoreWatcher, is_temporary
+from publisher.running.watch import ChangeFilter, Debouncer, StoreWatcher, is_temporary
 from tests.conftest import article_text, cli_env, make_config, run_cli, wait_for, write_article, write_config
 from tests.local_http import LocalServer, Reply, local_only
 from tests.test_daemon import Daemon, data, links, status
@@ -232,9 +232,9 @@ def test_with_watching_off_the_schedule_publishes(tmp_path, daemons):
 # else is the real `publisher run`.
 RUNNER = """
 import sys, watchfiles
-import publisher.daemon, publisher.watch
-publisher.daemon.WATCHDOG_SECONDS = 2
-publisher.watch.RESTART_FIRST = 0.2
+import publisher.running.daemon, publisher.running.watch
+publisher.running.daemon.WATCHDOG_SECONDS = 2
+publisher.running.watch.RESTART_FIRST = 0.2
 real = watchfiles.watch
 
 def faulty(*args, **kwargs):

@@ -9,10 +9,10 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from publisher import websub
 from publisher.build import build
 from publisher.config import Config
-from publisher.websub import RETRY_DELAYS, Ping, changed_feed_urls, ping_hubs
+from publisher.stages import websub
+from publisher.stages.websub import RETRY_DELAYS, Ping, changed_feed_urls, ping_hubs
 from tests.conftest import make_config, run_cli, write_article
 from tests.local_http import LocalServer, Reply, closed_port, local_only
 

@@ -13,8 +13,8 @@ import pytest
 
 from publisher import cli
 from publisher.errors import BuildInterrupted, WriteError
+from publisher.stages.writer import TEMP_SUFFIX, inside, manifest_path, read_manifest, write_outputs
 from publisher.wording import by_cause
-from publisher.writer import TEMP_SUFFIX, inside, manifest_path, read_manifest, write_outputs
 from tests.conftest import run_cli, snapshot, write_article, write_config
 
 
@@ -58,7 +58,7 @@ def test_failed_write_keeps_the_previous_file_and_names_it(places, monkeypatch):
     out, manifest = places
     write_outputs(out, {"a.xml": b"old", "b.xml": b"old"}, manifest)
 
-    monkeypatch.setattr("publisher.writer.os.replace", failing_in(out, errno.ENOSPC))
+    monkeypatch.setattr("publisher.stages.writer.os.replace", failing_in(out, errno.ENOSPC))
     result = write_outputs(out, {"a.xml": b"new", "b.xml": b"new"}, manifest)
     assert result.failed == [("a.xml", "No space left on device"), ("b.xml", "No space left on device")]
     assert (out / "a.xml").read_bytes() == b"old"
@@ -134,7 +134,7 @@ def test_a_file_that_cannot_be_made_durable_changes_nothing(places, monkeypatch)
         if ".ai.xml." in name:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         return real(fd)
-    monkeypatch.setattr("publisher.writer.os.fsync", fsync)
+    monkeypatch.setattr("publisher.stages.writer.os.fsync", fsync)
     result = write_outputs(out, {"all.xml": b"new", "topics/ai.xml": b"new", "topics/ml.xml": b"new"}, manifest)
     assert result.failed == [("topics/ai.xml", os.strerror(errno.EIO))] and result.written == []
     assert sum(TEMP_SUFFIX in name for name in synced) == 3  # every staged file, not only up to the failure
@@ -166,7 +166,7 @@ def test_cli_reports_a_failed_write_with_its_own_exit_code(tmp_path, monkeypatch
     assert cli.main(["build", "-q", "-c", str(config)]) == 0
 
     write_article(tmp_path / "store", "a.md", title="Changed")
-    monkeypatch.setattr("publisher.writer.os.replace", failing_in(tmp_path / "out", errno.EACCES))
+    monkeypatch.setattr("publisher.stages.writer.os.replace", failing_in(tmp_path / "out", errno.EACCES))
     assert cli.main(["build", "-q", "-c", str(config)]) == cli.EXIT_WRITE
     err = capsys.readouterr().err
     assert re.fullmatch(r"Error: \d+ files not written: Permission denied \(first: \S+\)\n", err), err

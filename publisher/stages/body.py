@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING
 
 import nh3
 
-from publisher.urls import InvalidURL, publishable
-from publisher.xmltext import clean_text
+from publisher.stages.urls import InvalidURL, publishable
+from publisher.stages.xmltext import clean_text
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt

@@ -9,12 +9,12 @@ from datetime import datetime
 from typing import Any
 
 from publisher.build import BuildReport, build
-from publisher.catalog import BuildMemory
 from publisher.config import Config
 from publisher.errors import BuildInterrupted
-from publisher.lock import BuildLock, daemon_pid
-from publisher.status import timestamp, update_status
-from publisher.targets import Target, open_target
+from publisher.running.lock import BuildLock, daemon_pid
+from publisher.running.status import timestamp, update_status
+from publisher.stages.catalog import BuildMemory
+from publisher.stages.targets import Target, open_target
 
 logger = logging.getLogger(__name__)
 

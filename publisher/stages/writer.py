@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from publisher.caches.statefiles import FILE_MODE, TEMP_SUFFIX, fsync_folder, read_state_json, write_atomic
 from publisher.errors import BuildInterrupted, WriteError
-from publisher.precompress import SUFFIX as GZIP_SUFFIX
-from publisher.statefiles import FILE_MODE, TEMP_SUFFIX, fsync_folder, read_state_json, write_atomic
+from publisher.stages.precompress import SUFFIX as GZIP_SUFFIX
 from publisher.wording import by_cause, plural
 
 logger = logging.getLogger(__name__)

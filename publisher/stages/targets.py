@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from publisher.config import Config
-from publisher.s3 import S3Location
-from publisher.writer import WriteResult, manifest_path, write_outputs
+from publisher.stages.s3 import S3Location
+from publisher.stages.writer import WriteResult, manifest_path, write_outputs
 
 Stamps = dict[str, list[Any]]
 STAMPS_IN_TWO_FROM = 2000  # files to stat (a no-op build with archives checks 40,000)
@@ -107,7 +107,7 @@ class FolderTarget:
 def open_target(config: Config) -> Target:
     """The target of `output`: a bucket for an s3:// URL, else the local folder."""
     if isinstance(config.output, S3Location):
-        from publisher.bucket import BucketTarget  # boto3 is needed only here
+        from publisher.stages.bucket import BucketTarget  # boto3 is needed only here
 
         return BucketTarget(config, config.output)
     return FolderTarget(config, config.output)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from publisher.statefiles import read_state_json, write_atomic
+from publisher.caches.statefiles import read_state_json, write_atomic
 from publisher.wording import by_cause
 
 if TYPE_CHECKING:

@@ -26,10 +26,10 @@ from typing import Any
 
 import watchfiles
 
+from publisher.caches.statefiles import TEMP_SUFFIX
 from publisher.config import Config
-from publisher.statefiles import TEMP_SUFFIX
-from publisher.status import timestamp, update_status
-from publisher.store import selected
+from publisher.running.status import timestamp, update_status
+from publisher.stages.store import selected
 
 logger = logging.getLogger(__name__)
 

@@ -36,15 +36,15 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from publisher.catalog import BuildMemory
 from publisher.config import Config, load_config
 from publisher.errors import BuildInterrupted, ConfigError, PublisherError
-from publisher.jobs import locked_build
-from publisher.lock import DaemonLock, LockTimeout
-from publisher.schedule import trigger
-from publisher.status import timestamp, update_status
-from publisher.targets import open_target
-from publisher.watch import StoreWatcher
+from publisher.running.jobs import locked_build
+from publisher.running.lock import DaemonLock, LockTimeout
+from publisher.running.schedule import trigger
+from publisher.running.status import timestamp, update_status
+from publisher.running.watch import StoreWatcher
+from publisher.stages.catalog import BuildMemory
+from publisher.stages.targets import open_target
 from publisher.wording import duration
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import requests
 
-from publisher.render import FORMATS
+from publisher.stages.render import FORMATS
 from publisher.web import Retries, describe_failure, new_session
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from publisher.reading import available_cores
+from publisher.stages.reading import available_cores
 
 logger = logging.getLogger(__name__)
 

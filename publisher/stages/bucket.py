@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from publisher.caches.statefiles import read_state_json, write_atomic
 from publisher.config import Config
 from publisher.errors import PublisherError, WriteError
-from publisher.lease import LEASE_NAME, Lease
-from publisher.s3 import S3Location, client, describe, s3_errors
 from publisher.serve import FEED_EXTENSIONS, content_type
-from publisher.statefiles import read_state_json, write_atomic
+from publisher.stages.lease import LEASE_NAME, Lease
+from publisher.stages.s3 import S3Location, client, describe, s3_errors
+from publisher.stages.writer import WriteResult
 from publisher.wording import by_cause, plural
-from publisher.writer import WriteResult
 
 logger = logging.getLogger(__name__)
 

@@ -38,20 +38,22 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 import publisher
-from publisher import statefiles
-from publisher.articles import body_limit
+from publisher.caches import statefiles
 from publisher.config import Config
+from publisher.stages.articles import body_limit
 
 if TYPE_CHECKING:
-    from publisher.reading import FileRecord
+    from publisher.stages.reading import FileRecord
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 3
 # Modules whose code decides what a file yields or what selection makes of it: a change to any of them
 # invalidates every cache, even without a new version number.
-CODE = ("store", "simple_yaml", "articles", "body", "urls", "xmltext", "reading", "catalog", "scan_cache",
-        "selection")
+CODE = (
+    "stages.store", "stages.simple_yaml", "stages.articles", "stages.body", "stages.urls", "stages.xmltext",
+    "stages.reading", "stages.catalog", "caches.scan_cache", "stages.selection",
+)
 
 
 def cache_prefix(state: Path, store: Path) -> Path:

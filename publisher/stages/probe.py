@@ -39,10 +39,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-from publisher.articles import Article, Image
+from publisher.caches.statefiles import read_state_json, write_atomic
 from publisher.config import EnclosureConfig
-from publisher.selection import Feed
-from publisher.statefiles import read_state_json, write_atomic
+from publisher.stages.articles import Article, Image
+from publisher.stages.selection import Feed
 from publisher.web import Retries, describe_failure, new_session
 
 logger = logging.getLogger(__name__)

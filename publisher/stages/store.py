@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 from frontmatter.default_handlers import YAMLHandler
 
-from publisher import simple_yaml
 from publisher.errors import ArticleError, StoreError
+from publisher.stages import simple_yaml
 
 logger = logging.getLogger(__name__)
 

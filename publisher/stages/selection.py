@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from anyascii import anyascii
 
-from publisher.articles import Article, Image
+from publisher.stages.articles import Article, Image
 
 logger = logging.getLogger(__name__)
 

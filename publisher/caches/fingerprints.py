@@ -22,20 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import publisher
+from publisher.caches.statefiles import read_state_json, write_atomic
 from publisher.config import Config
-from publisher.pages import page_path
-from publisher.precompress import SUFFIX
-from publisher.render import Format
-from publisher.s3 import S3Location
-from publisher.selection import Feed
-from publisher.statefiles import read_state_json, write_atomic
-from publisher.targets import Target, open_target
-from publisher.writer import WriteResult
+from publisher.stages.pages import page_path
+from publisher.stages.precompress import SUFFIX
+from publisher.stages.render import Format
+from publisher.stages.s3 import S3Location
+from publisher.stages.selection import Feed
+from publisher.stages.targets import Target, open_target
+from publisher.stages.writer import WriteResult
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 1
-RENDERING_CODE = ("render", "pages", "precompress", "xmltext", "fingerprints")
+RENDERING_CODE = (
+    "stages.render", "stages.pages", "stages.precompress", "stages.xmltext", "caches.fingerprints",
+)
 
 
 @dataclass(frozen=True)

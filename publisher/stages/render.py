@@ -30,9 +30,9 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from publisher import __version__
-from publisher.articles import Article, Image
 from publisher.config import SiteConfig
-from publisher.selection import Feed
+from publisher.stages.articles import Article, Image
+from publisher.stages.selection import Feed
 
 ATOM_NS = "http://www.w3.org/2005/Atom"
 MEDIA_NS = "http://search.yahoo.com/mrss/"

@@ -31,7 +31,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from publisher.errors import ConfigError, PublisherError, WriteError
-from publisher.s3 import S3Location, describe, error_code, s3_errors
+from publisher.stages.s3 import S3Location, describe, error_code, s3_errors
 
 logger = logging.getLogger(__name__)
 

@@ -26,12 +26,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from publisher import reading, scan_cache, statefiles, store
-from publisher.articles import Article, Image, Problem, body_limit
+from publisher.caches import scan_cache, statefiles
+from publisher.caches.fingerprints import Tokens
 from publisher.config import Config
-from publisher.fingerprints import Tokens
-from publisher.reading import ARTICLE, INVALID, NO_FRONT_MATTER, NOT_ARTICLE, UNREADABLE
-from publisher.selection import (
+from publisher.stages import reading, store
+from publisher.stages.articles import Article, Image, Problem, body_limit
+from publisher.stages.reading import ARTICLE, INVALID, NO_FRONT_MATTER, NOT_ARTICLE, UNREADABLE
+from publisher.stages.selection import (
     LIVE,
     SCHEDULED,
     UNPUBLISHED,

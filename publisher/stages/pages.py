@@ -26,10 +26,10 @@ from itertools import groupby
 from lxml import etree
 
 from publisher import __version__
-from publisher.articles import Article, Image
 from publisher.config import SiteConfig
-from publisher.render import Format, feed_description, feed_url
-from publisher.selection import ALL, BUILT_IN, FAMILIES, Family, Feed
+from publisher.stages.articles import Article, Image
+from publisher.stages.render import Format, feed_description, feed_url
+from publisher.stages.selection import ALL, BUILT_IN, FAMILIES, Family, Feed
 
 INDEX = "index.html"
 OPML = "feeds.opml"

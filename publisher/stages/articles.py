@@ -16,10 +16,10 @@ from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from publisher.body import BodyError, render_body
-from publisher.store import Document
-from publisher.urls import InvalidURL, absolute_link, canonical, entry_id, publishable
-from publisher.xmltext import clean_text
+from publisher.stages.body import BodyError, render_body
+from publisher.stages.store import Document
+from publisher.stages.urls import InvalidURL, absolute_link, canonical, entry_id, publishable
+from publisher.stages.xmltext import clean_text
 
 logger = logging.getLogger(__name__)
 

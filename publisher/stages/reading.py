@@ -22,10 +22,10 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from publisher import store
-from publisher.articles import DEFAULT_BODY_LIMIT, Article, Image, Provider, read_article
 from publisher.errors import ArticleError
 from publisher.progress import Progress
+from publisher.stages import store
+from publisher.stages.articles import DEFAULT_BODY_LIMIT, Article, Image, Provider, read_article
 
 # What a file turned out to be.
 NO_FRONT_MATTER, UNREADABLE, ARTICLE, INVALID, NOT_ARTICLE = range(5)

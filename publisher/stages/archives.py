@@ -34,15 +34,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from publisher import catalog, statefiles
-from publisher.articles import Article
-from publisher.catalog import Collection
+from publisher.caches import statefiles
+from publisher.caches.fingerprints import rendering_settings
 from publisher.config import Config
-from publisher.fingerprints import rendering_settings
-from publisher.render import ARCHIVE_FORMATS, FORMATS, Format, render, render_within
-from publisher.selection import Family, Feed, History, Summary, archive_months
-from publisher.targets import Target
-from publisher.writer import WriteResult
+from publisher.stages import catalog
+from publisher.stages.articles import Article
+from publisher.stages.catalog import Collection
+from publisher.stages.render import ARCHIVE_FORMATS, FORMATS, Format, render, render_within
+from publisher.stages.selection import Family, Feed, History, Summary, archive_months
+from publisher.stages.targets import Target
+from publisher.stages.writer import WriteResult
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from publisher import store
+from publisher.caches.statefiles import read_state_json, write_atomic
 from publisher.config import Config
 from publisher.errors import StoreError
-from publisher.s3 import S3Location, client, describe, s3_errors
-from publisher.statefiles import read_state_json, write_atomic
+from publisher.stages import store
+from publisher.stages.s3 import S3Location, client, describe, s3_errors
 
 logger = logging.getLogger(__name__)
 
