@@ -614,3 +614,16 @@ def test_a_state_file_replaced_by_another_process_is_read_again(tmp_path):
     again = statefiles.open_binary(path, "key", "test state", memory)
     assert again is not None and again.header["n"] == 2 and again.payload() == {"rows": [2, 2]}
     assert statefiles.open_binary(path, "other key", "test state", memory) is None
+
+
+def test_a_no_op_rebuild_decodes_only_the_newest_entry_of_each_feed(site, monkeypatch):
+    """A rebuild that renders no feed makes no Article it does not look at: the index page wants the newest
+    entry of each feed, nothing else does."""
+    config = make_config(site)
+    first = build(config, now=NOW)
+    decoded: list[bytes] = []
+    real = reading.decode
+    monkeypatch.setattr(reading, "decode", lambda encoded: decoded.append(encoded) or real(encoded))
+    again = build(config, now=NOW)
+    assert again.writes.written == [] and len(again.feeds) == len(first.feeds)
+    assert 0 < len(decoded) <= len(again.feeds)

@@ -148,7 +148,7 @@ def fingerprint(feed: Feed, settings: str, tokens: Tokens | None = None) -> str:
     digest = hashlib.sha256(settings.encode("utf-8"))
     digest.update(repr((feed.spec, feed.history, feed.total)).encode("utf-8"))  # a feed's image among them
     if tokens is not None:
-        digest.update(repr([(entry.source, tokens.of[entry.source]) for entry in feed.entries]).encode(
+        digest.update(repr([(source, tokens.of[source]) for source in feed.sources]).encode(
             "utf-8", "surrogatepass"))
         return digest.hexdigest()
     for entry in feed.entries:

@@ -37,6 +37,7 @@ from publisher.stages.selection import (
     SCHEDULED,
     UNPUBLISHED,
     Curated,
+    Entries,
     Family,
     Feed,
     FeedSpec,
@@ -443,8 +444,15 @@ def _last_selection(cache: ScanState, settings: list[Any], moment: int) -> dict[
 def _reused(last: dict[str, Any], collection: Collection, moment: int) -> tuple[Live, list[Feed]]:
     if collection.cache is not None:  # the entries' digests, without loading the index
         collection.cache.entry_digests = last.get("digests", {})
-    articles = {path: reading.decode(encoded) for path, encoded in last["articles"].items()}
-    feeds = [Feed(_spec(spec), tuple(articles[s] for s in entries), total) for spec, total, entries in last["feeds"]]
+    records: dict[str, bytes] = last["articles"]
+    decoded: dict[str, Article] = {}
+
+    def article(source: str) -> Article:  # each once, and only those some stage looks at
+        if source not in decoded:
+            decoded[source] = reading.decode(records[source])
+        return decoded[source]
+
+    feeds = [Feed(_spec(spec), Entries(tuple(entries), article), total) for spec, total, entries in last["feeds"]]
     live_count, unpublished, scheduled, duplicates = last["live"]
     held = [Summary(source, *last["entries"][source]) for source in last["held"]]
     live = OnDemand(live_count, lambda: live_articles(collection.articles, moment).articles)
@@ -528,7 +536,7 @@ def _remember(cache: ScanState, settings: list[Any], moment: int, live: Live, co
                            {label: [entry.source for entry in newest] for label, newest in labels.items()}]
                   for family, labels in counted.kept.items()},
         "entries": {source: entry[1:] for source, entry in kept.items()},
-        "feeds": [[astuple(f.spec), f.total, [entry.source for entry in f.entries]] for f in feeds],
+        "feeds": [[astuple(f.spec), f.total, list(f.sources)] for f in feeds],
         "articles": encoded,
         "digests": {source: cache.entry_digests.get(source) for source in encoded},
     }
@@ -556,11 +564,11 @@ def stamp_tokens(collection: Collection, feeds: Iterable[Feed]) -> Tokens:
     cache = _cache(collection)
     found = dict(cache.entry_digests)  # what select() knew of them (a no-op build never loads the index)
     for feed in feeds:
-        for entry in feed.entries:
-            if entry.source not in found:
+        for source in feed.sources:
+            if source not in found:
                 index = cache.index()
-                row = _row(index, entry.source)
-                found[entry.source] = None if row is None else index.columns["digests"][row]
+                row = _row(index, source)
+                found[source] = None if row is None else index.columns["digests"][row]
     return Tokens(reading_key(collection), found)
 
 

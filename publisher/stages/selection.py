@@ -12,12 +12,12 @@ import logging
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from anyascii import anyascii
 
@@ -174,14 +174,60 @@ class SelectedFeed:
     total: int  # how many live articles belong to the feed, before max_items
 
 
+class Entries(Sequence[Article]):
+    """A feed's entries whose Articles are made (decoded from their records) when first looked at, while
+    their sources are known at once: a rebuild that renders no feed need not decode one Article per entry
+    of every feed (a fifth of a second for the 7,600 entries of 196 feeds)."""
+
+    def __init__(self, sources: tuple[str, ...], article: Callable[[str], Article]) -> None:
+        self.sources = sources
+        self._article = article
+        self._articles: tuple[Article, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @overload
+    def __getitem__(self, index: int) -> Article: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Article]: ...
+
+    def __getitem__(self, index: int | slice) -> Article | Sequence[Article]:
+        if isinstance(index, int) and self._articles is None:
+            return self._article(self.sources[index])  # the newest alone, for the index page
+        return self.articles()[index]
+
+    def __iter__(self) -> Iterator[Article]:
+        return iter(self.articles())
+
+    def articles(self) -> tuple[Article, ...]:
+        if self._articles is None:
+            self._articles = tuple(self._article(source) for source in self.sources)
+        return self._articles
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.sources)
+
+
 @dataclass(frozen=True)
 class Feed:
     """A feed ready to render: the full Articles of its entries."""
 
     spec: FeedSpec
-    entries: tuple[Article, ...]  # newest first, at most max_items
+    entries: Sequence[Article]  # newest first, at most max_items
     total: int  # how many live articles belong to the feed, before max_items
     history: History | None = None  # with `archives` on: its links into the feed's archive
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The entries' sources, without making their Articles."""
+        if isinstance(self.entries, Entries):
+            return self.entries.sources
+        return tuple(entry.source for entry in self.entries)
 
     @property
     def updated(self) -> datetime | None:
