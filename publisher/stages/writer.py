@@ -102,7 +102,8 @@ def write_outputs(output: Path, files: Mapping[str, bytes], manifest: Path,
             result.removed.append(relative)
         else:
             present.add(relative)
-    save_manifest(manifest, output, present)
+    if present != owned:  # a build that changes nothing does not even write the manifest out again
+        save_manifest(manifest, output, present)
     return result
 
 
@@ -258,7 +259,8 @@ def _match_original_mtime(output: Path, relative: str) -> None:
 def remove_temporaries(output: Path) -> list[Path]:
     """Delete temporary files that a killed build left behind (only ours: they carry TEMP_SUFFIX)."""
     removed = []
-    for path in sorted(output.rglob(f"*{TEMP_SUFFIX}")):
+    found = [Path(folder, name) for folder, _, names in os.walk(output) for name in names if name.endswith(TEMP_SUFFIX)]
+    for path in sorted(found):
         try:
             path.unlink()
             removed.append(path)
