@@ -251,3 +251,21 @@ def test_a_full_disk_changes_no_served_byte_and_says_so_in_one_line(tmp_path, sm
     assert again.returncode == 0 and again.stdout == again.stderr == ""
     assert b"Changed story 29" in (folder / "all.atom").read_bytes()
     assert not list(folder.rglob(f"*{TEMP_SUFFIX}"))
+
+
+def test_only_a_build_that_finds_the_staging_note_walks_the_output_for_temporaries(places):
+    """The note is written (durably) before the first temporary and removed once the files are in place, so
+    a killed writer leaves it behind; a no-op rebuild then need not walk 40,000 files looking for debris."""
+    out, manifest = places
+    write_outputs(out, {"all.atom": b"1"}, manifest)
+    staging = manifest.with_name(f"{manifest.name}.staging")
+    seen: list[bool] = []
+    write_outputs(out, {"all.atom": b"2"}, manifest, stop_requested=lambda: seen.append(staging.exists()) or False)
+    assert seen == [True] and not staging.exists()
+    stray = out / f".all.atom.x1y2{TEMP_SUFFIX}"
+    stray.write_bytes(b"<feed")
+    write_outputs(out, {"all.atom": b"2"}, manifest)
+    assert stray.exists()  # no note: not looked for
+    staging.touch()  # what a killed build leaves
+    write_outputs(out, {"all.atom": b"2"}, manifest)
+    assert not stray.exists() and not staging.exists()
