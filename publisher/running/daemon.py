@@ -263,10 +263,11 @@ def _collector_between_builds() -> Iterator[None]:
     thousands of objects from one build to the next (its BuildMemory), and a pass of the cyclic collector
     over all of them in the middle of the next build would cost a tenth of a second or more of the time
     from a change to its feed. Frozen, they are left out of the passes; they are still freed when no longer
-    referenced."""
+    referenced, and each pass after a build looks at everything again, so no cycle is kept for good."""
     try:
         yield
     finally:
+        gc.unfreeze()  # a full pass now and then: what the last builds froze may have become garbage since
         gc.collect()
         gc.freeze()
 
