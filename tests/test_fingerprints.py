@@ -10,7 +10,7 @@ import pytest
 
 from publisher.build import build
 from publisher.caches.fingerprints import known_feeds
-from publisher.stages import targets
+from publisher.stages import render_pool, targets
 from publisher.stages.catalog import collect, select, stamp_tokens
 from publisher.stages.render import FORMATS
 from publisher.stages.writer import read_manifest, write_outputs
@@ -100,12 +100,12 @@ def test_kept_files_stay_owned_and_in_place(tmp_path):
     assert read_manifest(manifest, out) == {"a.xml", "b.xml"}
 
 
-@pytest.mark.parametrize(("in_two_from", "fork"), [(1, True), (1, False), (10**6, False)])
-def test_stamps_of_many_files_in_two_threads_are_the_same(site, monkeypatch, in_two_from, fork):
-    """One process, a forked child beside it, or a thread beside it: the same stamps, and None for one
-    missing file."""
-    monkeypatch.setattr(targets, "STAMPS_IN_TWO_FROM", in_two_from)
-    monkeypatch.setattr(targets, "_may_fork", lambda: fork)
+@pytest.mark.parametrize(("in_parts_from", "fork"), [(1, True), (1, False), (10**6, False)])
+def test_stamps_of_many_files_in_parts_are_the_same(site, monkeypatch, in_parts_from, fork):
+    """In one part, or in parts shared with a forked child, or in parts all done here: the same stamps,
+    and None for one missing file."""
+    monkeypatch.setattr(targets, "STAMPS_IN_PARTS_FROM", in_parts_from)
+    monkeypatch.setattr(render_pool, "_may_fork", lambda: fork)
     config = make_config(site)
     build(config, now=NOW)
     target = targets.open_target(config)

@@ -223,10 +223,6 @@ class StoreWatcher:
             else:
                 self._changes = None
 
-    def _unknown(self) -> None:
-        with self._changes_lock:
-            self._changes = None
-
     def _started_watching(self, catch_up: bool) -> None:
         """Events are being received from now on. What changed before, no event says: the next build scans
         the whole store, unless every build so far started after this (the daemon's first build waits for

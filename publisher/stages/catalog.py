@@ -158,8 +158,21 @@ def collect(config: Config, save: bool = True, workers: int | None = None,
 
 def scan(config: Config, memory: BuildMemory | None = None) -> store.Listing:
     """The first stage of a build: the store's candidate files and their stat (store.scan), or, with the
-    daemon's `memory`, its last listing with the paths the watcher reported since stat'ed again."""
-    return _listing(config, memory)
+    daemon's `memory`, its last listing with the paths the watcher reported since stat'ed again, when those
+    paths can tell."""
+    folders = (config.output, config.state)
+    skip = tuple(folder for folder in folders if isinstance(folder, Path))
+    listed = (config.store, config.include, config.exclude, skip)
+    listing = None
+    if memory is not None and memory.listing is not None and memory.unscanned is not None and memory.listed == listed:
+        listing = store.rescan(config.store, memory.listing, memory.unscanned, config.include, config.exclude, skip)
+        if listing is None:
+            logger.debug("the changes seen need a scan of the whole store")
+    if listing is None:
+        listing = store.scan(config.store, config.include, config.exclude, skip=skip)
+    if memory is not None:
+        memory.listing, memory.listed, memory.unscanned = listing, listed, set()
+    return listing
 
 
 def read(config: Config, listing: store.Listing, save: bool = True, workers: int | None = None,
@@ -176,23 +189,6 @@ def save(collection: Collection) -> None:
     if collection.cache is not None:
         with _many_objects():  # the collector would walk the whole index on its way out
             collection.cache.save_deferred()
-
-
-def _listing(config: Config, memory: BuildMemory | None) -> store.Listing:
-    """The store's files and their stat: from the memory and the paths changed since, when it can tell."""
-    folders = (config.output, config.state)
-    skip = tuple(folder for folder in folders if isinstance(folder, Path))
-    listed = (config.store, config.include, config.exclude, skip)
-    listing = None
-    if memory is not None and memory.listing is not None and memory.unscanned is not None and memory.listed == listed:
-        listing = store.rescan(config.store, memory.listing, memory.unscanned, config.include, config.exclude, skip)
-        if listing is None:
-            logger.debug("the changes seen need a scan of the whole store")
-    if listing is None:
-        listing = store.scan(config.store, config.include, config.exclude, skip=skip)
-    if memory is not None:
-        memory.listing, memory.listed, memory.unscanned = listing, listed, set()
-    return listing
 
 
 def _collect(config: Config, listing: store.Listing, save: bool, workers: int | None, parallel_from: int | None,
@@ -377,6 +373,12 @@ def _stat_of(index: scan_cache.Index, path: str) -> tuple[int, int, int]:
     return (index.stats[3 * row], index.stats[3 * row + 1], index.stats[3 * row + 2])
 
 
+def _digest_of(index: scan_cache.Index, path: str) -> int | None:
+    """The digest of the record of `path` (reading.record_digest); None for a file the index does not have."""
+    row = _row(index, path)
+    return None if row is None else index.columns["digests"][row]
+
+
 def _row(index: scan_cache.Index, path: str) -> int | None:
     """The row of `path` in the index (its paths are sorted), or None."""
     row = bisect_left(index.paths, path)
@@ -511,11 +513,8 @@ def _finish(cache: ScanState, settings: list[Any], moment: int, live: Live, coun
     articles = cache.articles({entry.source for feed in selected for entry in feed.entries}, known, selected=True)
     feeds = [Feed(feed.spec, tuple(articles[entry.source][0] for entry in feed.entries if entry.source in articles),
                   feed.total) for feed in selected]
-    index, digests = cache.index(), cache.entry_digests
-    for source in articles:
-        row = _row(index, source)
-        if row is not None:
-            digests[source] = index.columns["digests"][row]
+    index = cache.index()
+    cache.entry_digests.update((source, _digest_of(index, source)) for source in articles)
     if cache.save_enabled:
         cache.later(functools.partial(_remember, cache, settings, moment, live, counted, feeds,
                                       {source: encoded for source, (_, encoded) in articles.items()}))
@@ -564,11 +563,7 @@ def stamp_tokens(collection: Collection, feeds: Iterable[Feed]) -> Tokens:
     cache = _cache(collection)
     found = dict(cache.entry_digests)  # what select() knew of them (a no-op build never loads the index)
     for feed in feeds:
-        for source in feed.sources:
-            if source not in found:
-                index = cache.index()
-                row = _row(index, source)
-                found[source] = None if row is None else index.columns["digests"][row]
+        found.update((source, _digest_of(cache.index(), source)) for source in feed.sources if source not in found)
     return Tokens(reading_key(collection), found)
 
 

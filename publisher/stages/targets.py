@@ -8,22 +8,21 @@ hands them over; the target decides how they get there, chosen in one place (ope
 
 from __future__ import annotations
 
-import mmap
+import functools
 import os
-import threading
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
 from publisher.config import Config
+from publisher.stages import render_pool
+from publisher.stages.render_pool import run_jobs
 from publisher.stages.s3 import S3Location
 from publisher.stages.writer import WriteResult, manifest_path, write_outputs
 
 Stamps = dict[str, list[Any]]
-STAMPS_IN_TWO_FROM = 2000  # files to stat (a no-op build with archives checks 40,000)
+STAMPS_IN_PARTS_FROM = 2000  # files to stat (a no-op build with archives checks 40,000)
 
 
 class Target(Protocol):
@@ -73,51 +72,20 @@ class FolderTarget:
         pass  # nothing is remembered between builds
 
     def stamps(self, names: Iterable[str]) -> Stamps | None:
-        """Size and mtime of each file; None when one is missing. Many (the archives') in two threads: a
-        stat waits for the kernel without holding the interpreter's lock."""
+        """Size and mtime of each file; None when one is missing. Many (the 40,000 documents of the
+        archives) on every core, through the rendering pool: the stat calls are most of a no-op rebuild."""
         names = list(names)
-        if len(names) < STAMPS_IN_TWO_FROM:
+        if len(names) < STAMPS_IN_PARTS_FROM:
             return self._stamps(names)
-        half = len(names) // 2
-        if _may_fork():
-            found, rest = self._stamps(names[:half]), self._forked_stamps(names[half:])
-        else:
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                second = pool.submit(self._stamps, names[half:])
-                found, rest = self._stamps(names[:half]), second.result()
-        if found is None or rest is None:
-            return None
-        found.update(rest)
+        size = -(-len(names) // render_pool.PARALLEL_FROM)  # enough parts for the pool to fork
+        parts = run_jobs([functools.partial(self._stamps, names[start:start + size])
+                          for start in range(0, len(names), size)])
+        found: Stamps = {}
+        for part in parts:
+            if part is None:
+                return None
+            found.update(part)
         return found
-
-    def _forked_stamps(self, names: list[str]) -> Stamps | None:
-        """_stamps() in a forked child that writes the values into memory shared with this process (a thread
-        would wait for the interpreter's lock between stats). Should the child fail, this process does it."""
-        shared = mmap.mmap(-1, 16 * len(names))
-        pid = os.fork()
-        if pid == 0:  # the child: the work, then out, without the parent's clean-up
-            status = 1
-            try:
-                values = array("q")
-                folder = f"{self.folder}/"
-                for name in names:
-                    try:
-                        stat = os.stat(folder + name)
-                        values.extend((stat.st_size, stat.st_mtime_ns))
-                    except OSError:
-                        values.extend((-1, -1))
-                shared[:] = values.tobytes()
-                status = 0
-            finally:
-                os._exit(status)
-        _, status = os.waitpid(pid, 0)
-        if status != 0:
-            return self._stamps(names)
-        values = array("q")
-        values.frombytes(shared[:])
-        if -1 in values[0::2]:
-            return None
-        return {name: [values[2 * row], values[2 * row + 1]] for row, name in enumerate(names)}
 
     def _stamps(self, names: list[str]) -> Stamps | None:
         """Each name looked up in its open folder (fstatat), not along the whole path again: plain strings,
@@ -147,13 +115,6 @@ class FolderTarget:
 
     def label(self, name: str) -> str:
         return str(self.folder / name)
-
-
-def _may_fork() -> bool:
-    """Fork only a process with a single thread (a forked child of a threaded process could wait forever on
-    a lock some other thread held), with more than one core to run on."""
-    return (hasattr(os, "fork") and threading.active_count() == 1 and hasattr(os, "sched_getaffinity")
-            and len(os.sched_getaffinity(0)) > 1)
 
 
 def open_target(config: Config) -> Target:
