@@ -1,5 +1,9 @@
 """Command line: a thin layer over the library. Each command checks its arguments, calls one library
-function, and turns the library's exceptions into a one-line `Error: ...` and a non-zero exit."""
+function, and turns the library's exceptions into a one-line `Error: ...` and a non-zero exit.
+
+Each command imports what it runs when it runs (the build and its rendering stages, feedgen and lxml, the
+daemon's scheduler, the preview server): `status`, `--help` or a refused config start in a fraction of the
+time, and every command pays only for its own modules."""
 
 from __future__ import annotations
 
@@ -13,17 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from publisher import __version__
-from publisher.build import check_store
 from publisher.config import Config, load_config
 from publisher.errors import ConfigError, PublisherError, ServeError, StoreError
 from publisher.logs import JsonFormatter
-from publisher.running.jobs import locked_build
-from publisher.running.lock import DaemonRunning, LockTimeout, daemon_pid
-from publisher.running.status import assess, format_status, read_status
-from publisher.serve import DEFAULT_HOST, DEFAULT_PORT, serve
-from publisher.stages.bucket import DeletionLimit
-from publisher.stages.lease import LeaseHeld
-from publisher.stages.mirror import store_label
 from publisher.stages.s3 import is_s3_url
 from publisher.wording import plural
 
@@ -37,6 +33,11 @@ EXIT_WRITE = 4  # an output file could not be written (the previous one stays)
 EXIT_LOCKED = 75  # another build held the lock past lock_timeout, another daemon runs on the state folder,
 #                   or another publisher holds the bucket's lease (EX_TEMPFAIL: try again later)
 
+# `publisher serve`'s address, as publisher.serve has it (tests/test_cli.py checks that they agree): importing
+# that module for its defaults would load the rendering stages into every command's start.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -45,18 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         return int(args.command(args, config))
-    except (ConfigError, DeletionLimit) as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except LeaseHeld as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except StoreError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_STORE
     except PublisherError as exc:
         print(f"Error: {exc}", file=sys.stderr)
-        return EXIT_WRITE
+        return _exit_code(exc)
+
+
+def _exit_code(exc: PublisherError) -> int:
+    # The S3 output's exceptions are looked up only where one of its modules is loaded: nothing else raises
+    # them, and importing them here would load boto3's callers (and the build) into every command.
+    bucket, lease = sys.modules.get("publisher.stages.bucket"), sys.modules.get("publisher.stages.lease")
+    if isinstance(exc, ConfigError) or (bucket is not None and isinstance(exc, bucket.DeletionLimit)):
+        return EXIT_CONFIG
+    if lease is not None and isinstance(exc, lease.LeaseHeld):
+        return EXIT_LOCKED
+    if isinstance(exc, StoreError):
+        return EXIT_STORE
+    return EXIT_WRITE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -136,6 +141,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _build(args: argparse.Namespace, config: Config) -> int:
+    from publisher.running.jobs import locked_build
+    from publisher.running.lock import LockTimeout
+
     try:
         report = locked_build(config)
     except LockTimeout as exc:
@@ -154,6 +162,9 @@ def _build(args: argparse.Namespace, config: Config) -> int:
 
 
 def _check(args: argparse.Namespace, config: Config) -> int:
+    from publisher.build import check_store
+    from publisher.stages.mirror import store_label
+
     found = check_store(config)
     where = store_label(config)
     for problem in found.problems:
@@ -167,6 +178,7 @@ def _check(args: argparse.Namespace, config: Config) -> int:
 
 def _run(args: argparse.Namespace, config: Config) -> int:
     from publisher.running.daemon import run_daemon  # the scheduler and the watcher: only the daemon needs them
+    from publisher.running.lock import DaemonRunning
 
     try:
         return run_daemon(args.config, config, _overrides(args))
@@ -176,6 +188,9 @@ def _run(args: argparse.Namespace, config: Config) -> int:
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
+    from publisher.running.lock import daemon_pid
+    from publisher.running.status import assess, format_status, read_status
+
     status = read_status(config.state)
     if status is None:
         if args.json:  # monitoring always gets one JSON object to read
@@ -194,6 +209,8 @@ def _status(args: argparse.Namespace, config: Config) -> int:
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
+    from publisher.serve import serve
+
     def announce(url: str) -> None:
         print(f"publisher: serving {config.output} at {url} (Ctrl-C to stop)", flush=True)
 

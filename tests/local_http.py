@@ -110,21 +110,23 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 reply = server.respond(request)
                 if reply.delay:
                     server.stopping.wait(reply.delay)
-                if reply.raw is not None:
-                    self.wfile.write(reply.raw)
-                    self.close_connection = True
-                    return
-                self.send_response(reply.status)
-                names = {name.lower() for name, _ in reply.headers}
-                for name, value in reply.headers:
-                    self.send_header(name, value)
-                if reply.send_length and "content-length" not in names:
-                    self.send_header("Content-Length", str(len(reply.body)))
-                self.end_headers()
-                if self.command != "HEAD" and reply.body:
-                    self._send_body(reply.body)
             finally:
+                # Out of flight before the first byte of the answer leaves: a client that has it may already
+                # send its next request, which counted this one too would make more in flight than it had.
                 server._done()
+            if reply.raw is not None:
+                self.wfile.write(reply.raw)
+                self.close_connection = True
+                return
+            self.send_response(reply.status)
+            names = {name.lower() for name, _ in reply.headers}
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            if reply.send_length and "content-length" not in names:
+                self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            if self.command != "HEAD" and reply.body:
+                self._send_body(reply.body)
 
         def _send_body(self, body: bytes) -> None:
             sent = 0

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
-from tests.conftest import REPO, run_cli, snapshot, write_article, write_config
+from publisher import cli, serve
+from tests.conftest import REPO, cli_env, run_cli, snapshot, write_article, write_config
 
 
 def test_module_entry_point_and_version():
@@ -15,6 +18,27 @@ def test_module_entry_point_and_version():
 def test_help_lists_the_commands():
     result = run_cli("--help")
     assert result.returncode == 0 and "build" in result.stdout and "check" in result.stdout
+
+
+def test_serve_flags_default_to_the_preview_servers_address():
+    assert (cli.DEFAULT_HOST, cli.DEFAULT_PORT) == (serve.DEFAULT_HOST, serve.DEFAULT_PORT)
+    result = run_cli("serve", "--help")
+    assert result.returncode == 0
+    assert f"(default: {serve.DEFAULT_HOST})" in result.stdout and f"(default: {serve.DEFAULT_PORT})" in result.stdout
+
+
+def test_status_loads_neither_the_build_nor_its_renderers(tmp_path):
+    """Each command imports what it runs: `status`, polled by monitoring, starts quickly."""
+    config = write_config(tmp_path)
+    program = ("import sys\nfrom publisher.cli import main\n"
+               f"main(['status', '-c', {str(config)!r}])\n"
+               "heavy = sorted(name for name in ('publisher.build', 'publisher.serve', 'feedgen', 'lxml', 'boto3')"
+               " if name in sys.modules)\n"
+               "print('loaded:', heavy)\n")
+    result = subprocess.run([sys.executable, "-c", program], env=cli_env(), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "no status yet" in result.stderr and result.stdout == "loaded: []\n"
 
 
 def test_missing_config_file_exits_2_naming_it(tmp_path):
