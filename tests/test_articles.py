@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import random
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 import pytest
 
+from publisher.stages import articles, urls
 from publisher.stages.articles import UNKNOWN_TYPE, guess_image_type, parse_datetime, read_article
 from publisher.stages.store import Document
 from publisher.stages.urls import InvalidURL, canonical, entry_id, publishable
+from tests.conftest import require_corpus
 
 BASE = "https://everyday-cc.github.io/ai/"
 
@@ -195,3 +200,45 @@ def test_host_names_idna_refuses(url):
 ])
 def test_entry_id_is_the_uuid5_of_the_canonical_url(url):
     assert entry_id(url) == uuid.uuid5(uuid.NAMESPACE_URL, canonical(url)).urn
+
+
+def _url_pieces(rng: random.Random) -> str:
+    schemes = ["https://", "http://", "HTTPS://", "ftp://", "//", ""]
+    hosts = ["example.com", "Example.COM", "a.b.", "cdn_1.x-y.org", "a..b", "x" * 63 + ".org", "x" * 64 + ".org",
+             "user@host.org", "[::1]", "host.org:443", "host.org:0443", "host.org:99999", "bücher.de", "h",
+             "-.org", "", "a b.org", "host.org:"]
+    rests = ["", "/", "/p", "/a b", "/%7e~", "/p?q", "/p?", "/p#", "/p?#f", "/p#f?x", "?q", "#f", "/[x]", "/é",
+             "/a\tb", "/ä?b=ü#c", "//x", "/p??", "/p##", "/;,=@!$&'()*+:", "/<>", '/"', "/`{}|^\\"]
+    return rng.choice(schemes) + rng.choice(hosts) + rng.choice(rests) + rng.choice(["", "", rng.choice(rests)])
+
+
+def _outcome(function: Callable[[str], str], url: str) -> str:
+    try:
+        return function(url)
+    except InvalidURL as exc:
+        return f"InvalidURL: {exc}"
+
+
+def test_urls_already_in_published_form_pass_through_unchanged_exactly_as_normalised():
+    """urls._encoded() returns a URL that matches its shortcut as it is: for every URL, that is what the full
+    normalisation (urls._normalised) gives too, or the same refusal."""
+    rng = random.Random(11)
+    candidates = {_url_pieces(rng) for _ in range(20_000)}
+    candidates |= {line.split(":", 1)[1].strip().strip('"') for path in sorted(require_corpus().rglob("*.md"))
+                   for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+                   if "http" in line and ":" in line}
+    shortcut = 0
+    for url in sorted(candidates):
+        assert _outcome(urls._encoded, url) == _outcome(urls._normalised, url), url
+        shortcut += urls._encoded(url) == url if not _outcome(urls._encoded, url).startswith("Invalid") else 0
+    assert shortcut > 1000  # both paths were exercised
+
+
+def test_path_and_query_as_urlsplit_gives_them():
+    rng = random.Random(12)
+    for url in sorted({_url_pieces(rng) for _ in range(5000)}):
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            continue
+        assert articles._path_and_query(url) == (parts.path, parts.query), url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import date
 from typing import Any
 
 import pytest
@@ -184,3 +185,16 @@ def test_random_block_documents_agree_with_pyyaml():
         document = {f"key{n}": _tree(rng, 1) for n in range(rng.randint(1, 6))}
         accepted += check("\n".join(_block(document, 0)) + "\n") is not None
     assert accepted > 1000
+
+
+def test_remembered_scalars_keep_their_meaning_as_keys_and_as_values():
+    """Plain scalars are resolved once and remembered: a word remembered as a value (`yes` is True) is still
+    no string key, a remembered string still is one, and remembering many never changes a result."""
+    assert check("a: yes\nb: 1_000\nc: 2024-02-14\nd: on\n") == {"a": True, "b": 1000, "c": date(2024, 2, 14),
+                                                                "d": True}
+    assert check("yes: 1\n") is None and check("1_000: x\n") is None  # not string keys: PyYAML decides
+    assert check("title: x\nnote: title\n") == {"title": "x", "note": "title"}
+    assert check("a: 2020-02-30\n") is None and check("a: 2020-02-30\n") is None  # refused every time
+    many = "".join(f"k{index}: {index}\n" for index in range(simple_yaml._REMEMBERED + 10))
+    assert check(many) == {f"k{index}": index for index in range(simple_yaml._REMEMBERED + 10)}
+    assert check("a: yes\nb: 1_000\n") == {"a": True, "b": 1000}

@@ -31,6 +31,10 @@ _NOT_PLAIN_START = frozenset("-?:,[]{}#&*!|>'\"%@`")
 # The escapes of a double-quoted scalar that are read here; any other backslash goes to PyYAML.
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "n": "\n", "t": "\t", "r": "\r", "0": "\0", " ": " "}
 _ESCAPE = re.compile(r"\\(.)")
+# A line that is neither blank nor only a comment: its indentation and the text after it.
+_ROW = re.compile(r"^( *)([^ \n#][^\n]*)", re.MULTILINE)
+# Plain scalars remembered with what they resolve to (see _loader_facts): at most this many, this long.
+_REMEMBERED, _REMEMBERED_LENGTH = 50_000, 64
 
 
 
@@ -47,11 +51,7 @@ def load(text: str, loader: Loader) -> Any:
     PyYAML; an empty front matter is also None, as it is for PyYAML)."""
     if "\t" in text or "\r" in text or "\ufeff" in text or _NON_PRINTABLE.search(text):
         return None
-    rows = []  # (indentation, text after it) of each line that is not blank nor only a comment
-    for line in text.split("\n"):
-        content = line.lstrip(" ")
-        if content and content[0] != "#":
-            rows.append((len(line) - len(content), content))
+    rows = [(len(indentation), content) for indentation, content in _ROW.findall(text)]
     if not rows or rows[0][0]:
         return None
     reader = _Reader(rows, loader)
@@ -67,7 +67,7 @@ class _Reader:
         self.rows = rows
         self.at = 0
         self.resolvers = loader.yaml_implicit_resolvers
-        self.constructor, self.resolved_first = _loader_facts(loader)  # type: ignore[arg-type]  # hashable
+        self.constructor, self.resolved_first, self.known = _loader_facts(loader)  # type: ignore[arg-type]
 
     def block(self, indent: int) -> Any:
         """The mapping or list that starts at the current row, indented `indent`."""
@@ -86,7 +86,7 @@ class _Reader:
             if match is None:
                 raise _Unsure
             key = match.group(1)
-            if key[0] in self.resolved_first and self.tag(key) != _STR:
+            if key[0] in self.resolved_first and not isinstance(self.plain(key), str):
                 raise _Unsure  # a key such as `yes` or `1` is not a string: PyYAML knows what it becomes
             value = text[match.end():]
             self.at += 1
@@ -147,18 +147,33 @@ class _Reader:
             raise _Unsure
         if first not in self.resolved_first:
             return text
+        return self.plain(text)
+
+    def plain(self, text: str) -> Any:
+        """What a plain scalar that some implicit resolver may match resolves to (`text` itself, when a
+        string). The same few values (`true`, `-1`, widths, the dates of `related` lists) come back in
+        file after file: each is resolved once, and remembered (all are immutable)."""
+        known = self.known.get(text, self.known)
+        if known is not self.known:
+            return known
         tag = self.tag(text)
         if tag == _STR:
-            return text
-        construct = self.constructor.yaml_constructors.get(tag)
-        if construct is None:  # `=` or `<<` as a value: PyYAML's constructor has its own word for it
-            raise _Unsure
-        try:
-            return construct(self.constructor, yaml.ScalarNode(tag, text))
-        except (ValueError, OverflowError, yaml.YAMLError):
-            # 2020-02-30: PyYAML reports it, unless the document has a syntax error further on, which
-            # PyYAML reports first. Either way it is PyYAML's to say.
-            raise _Unsure from None
+            value: Any = text
+        else:
+            construct = self.constructor.yaml_constructors.get(tag)
+            if construct is None:  # `=` or `<<` as a value: PyYAML's constructor has its own word for it
+                raise _Unsure
+            try:
+                value = construct(self.constructor, yaml.ScalarNode(tag, text))
+            except (ValueError, OverflowError, yaml.YAMLError):
+                # 2020-02-30: PyYAML reports it, unless the document has a syntax error further on, which
+                # PyYAML reports first. Either way it is PyYAML's to say.
+                raise _Unsure from None
+        if len(text) <= _REMEMBERED_LENGTH:
+            if len(self.known) >= _REMEMBERED:
+                self.known.clear()
+            self.known[text] = value
+        return value
 
     def tag(self, value: str) -> str:
         """The tag PyYAML's Resolver.resolve gives a plain scalar: the first implicit resolver for the
@@ -193,13 +208,15 @@ def _double_quoted(text: str) -> str:
 
 
 @functools.cache
-def _loader_facts(loader: Loader) -> tuple[yaml.SafeLoader | yaml.CSafeLoader, frozenset[str] | _Every]:
-    """A loader object, for its scalar constructors only (they read nothing but the node given), and the
-    first characters that some implicit resolver of the loader looks at (bool, int, float, null, timestamp
-    ...): a plain scalar starting with any other character is a string."""
+def _loader_facts(loader: Loader) -> tuple[yaml.SafeLoader | yaml.CSafeLoader, frozenset[str] | _Every,
+                                           dict[str, Any]]:
+    """A loader object, for its scalar constructors only (they read nothing but the node given); the first
+    characters that some implicit resolver of the loader looks at (bool, int, float, null, timestamp ...): a
+    plain scalar starting with any other character is a string; and the plain scalars already resolved with
+    this loader, with their values (_Reader.plain)."""
     resolvers = loader.yaml_implicit_resolvers
     first: frozenset[str] | _Every = _Every() if None in resolvers else frozenset(key for key in resolvers if key)
-    return loader(""), first
+    return loader(""), first, {}
 
 
 class _Every:
