@@ -242,3 +242,17 @@ def test_path_and_query_as_urlsplit_gives_them():
         except ValueError:
             continue
         assert articles._path_and_query(url) == (parts.path, parts.query), url
+
+
+def test_canonical_forms_of_published_urls_are_those_of_the_full_parse():
+    rng = random.Random(13)
+    candidates = {_url_pieces(rng) for _ in range(20_000)} | {"https://www./x", "https://www.x.org", "http://x.org//"}
+    shortcut = 0
+    for url in sorted(candidates):
+        try:
+            published = publishable(url, None)
+        except InvalidURL:
+            continue
+        assert canonical(published) == urls._canonical(published), published
+        shortcut += "?" not in published and "#" not in published
+    assert shortcut > 1000

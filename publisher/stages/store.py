@@ -7,6 +7,7 @@ front-matter fence. Reading stops at plain data: the metadata mapping and the bo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import mmap
@@ -166,10 +167,10 @@ def _walk(folder: str, prefix: str, folders: list[tuple[str, str, list[str]]], s
             raise StoreError(f"{folder}: cannot read store folder: {error.strerror}") from None
         logger.warning("%s: cannot read folder: %s", folder, error.strerror)
         return
-    names = _names(entries)
+    names, entered = _names(entries)
     names.sort()
     selecting = bool(include or exclude)
-    if not selecting and not any(name[-1] == "/" for name in names):  # the common case: files alone
+    if not selecting and not entered:  # the common case: files alone
         folders.append((folder, prefix, names))
         return
     files: list[str] = []
@@ -187,20 +188,20 @@ def _walk(folder: str, prefix: str, folders: list[tuple[str, str, list[str]]], s
         folders.append((folder, prefix, files))
 
 
-def _names(entries: list[os.DirEntry[str]]) -> list[str]:
-    """The names of a folder's entries, with "/" after those of folders to enter (not links to folders).
-    One comprehension, since a folder of the store may hold 100,000 files."""
+def _names(entries: list[os.DirEntry[str]]) -> tuple[list[str], bool]:
+    """The names of a folder's entries, with "/" after those of folders to enter (not links to folders), and
+    whether there is any such folder. Comprehensions, since a folder of the store may hold 100,000 files."""
     try:
-        return [entry.name + "/" if entry.is_dir() and not entry.is_symlink() else entry.name for entry in entries]
+        entered = {entry.name for entry in entries if entry.is_dir() and not entry.is_symlink()}
     except OSError:  # a link whose target cannot be looked at: a file, for reading to report
-        names = []
+        entered = set()
         for entry in entries:
-            try:
-                is_folder = entry.is_dir() and not entry.is_symlink()
-            except OSError:
-                is_folder = False
-            names.append(entry.name + "/" if is_folder else entry.name)
-        return names
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and not entry.is_symlink():
+                    entered.add(entry.name)
+    if not entered:
+        return [entry.name for entry in entries], False
+    return [entry.name + "/" if entry.name in entered else entry.name for entry in entries], True
 
 
 def _stat(folders: list[tuple[str, str, list[str]]], start: int, stop: int) -> tuple[array[int], array[int]]:

@@ -118,6 +118,15 @@ def _ascii_host(host: str) -> str:
 def canonical(url: str) -> str:
     """The identity of an article URL: scheme-less, lower-case host, no default port, no fragment, no
     tracking parameters, no trailing slash. Two URLs with the same canonical form are the same article."""
+    if "?" not in url and "#" not in url and _UNCHANGED.fullmatch(url):  # most article links: one match
+        host, slash, path = url[url.index("//") + 2:].partition("/")
+        host = host[4:] if host.startswith("www.") else host
+        if host:
+            return host + ((slash + path).rstrip("/") or "/")
+    return _canonical(url)
+
+
+def _canonical(url: str) -> str:
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     if host.startswith("www."):
