@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -129,6 +132,46 @@ def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
                           capture_output=True, text=True, timeout=120)
 
 
+def run_main(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`publisher.cli.main(args)` in this process, its stdout and stderr (log lines included) and exit code
+    given as run_cli() gives a subprocess's: for tests of what a command does (the files, the bucket, the lines
+    it prints), without the half a second of interpreter start and imports a subprocess pays (a second with
+    boto3). What the process itself does (its start, signals, kills, two processes at once, the daemon) is
+    tested with run_cli() and real subprocesses.
+
+    As in a new process: logging is set up by main() alone (the root logger's handlers are set aside meanwhile),
+    and no S3 client is kept from an earlier call (a new one reads the credentials from the environment)."""
+    from publisher import cli
+    from publisher.stages import s3
+
+    argv = [str(arg) for arg in args]
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    loggers = {name: logging.getLogger(name).level for name in ("apscheduler", "watchfiles", "urllib3")}
+    stdout, stderr = io.StringIO(), io.StringIO()
+    previous = Path.cwd()
+    s3.client.cache_clear()
+    root.handlers.clear()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:  # argparse's usage errors and --help
+                code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    finally:
+        os.chdir(previous)
+        s3.client.cache_clear()
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, old in loggers.items():
+            logging.getLogger(name).setLevel(old)
+    return subprocess.CompletedProcess(["publisher", *argv], code, stdout.getvalue(), stderr.getvalue())
+
+
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file below `folder` with its bytes and modification time (ns)."""
     return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
@@ -162,3 +205,4 @@ def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "c
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+

@@ -18,7 +18,7 @@ from publisher.errors import ConfigError
 from publisher.stages.articles import read_article
 from publisher.stages.body import render_body, strip_liquid
 from publisher.stages.store import Document, read
-from tests.conftest import NS, article_text, make_config, require_corpus, run_cli, write_config
+from tests.conftest import NS, article_text, make_config, require_corpus, run_main, write_config
 
 BASE = "https://assets.example.org/site/"
 FORBIDDEN_TAGS = {"script", "style", "iframe", "form", "input", "button", "object", "embed", "svg", "head",
@@ -194,7 +194,7 @@ def test_invalid_utf8_body_is_a_warning_and_the_article_is_published(tmp_path):
     article, problems = read_article(document, BASE)
     assert article is not None and article.content is None and article.summary == "Excerpt of bad."
     assert [(p.source, p.field, p.fatal) for p in problems] == [("bad.md", "body", False)]
-    result = run_cli("build", "-c", write_config(tmp_path))
+    result = run_main("build", "-c", write_config(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "bad.md: body: not UTF-8 text" in result.stderr
     assert "badhead.md: not UTF-8 text" in result.stderr  # a front matter that is not UTF-8 still fails
@@ -209,7 +209,7 @@ def test_a_body_longer_than_max_bytes_is_left_out_with_a_warning(tmp_path):
     (store / "small.md").write_text(article_text(slug="small", publishedDateTime="2024-01-01T00:00:00Z")
                                     + "A *small* body.\n", encoding="utf-8")
     assert (store / "huge.md").stat().st_size > 5_000_000
-    result = run_cli("build", "-c", write_config(tmp_path))
+    result = run_main("build", "-c", write_config(tmp_path))
     assert result.returncode == 0, result.stderr
     assert re.search(r"huge\.md: body: 5\d{6} bytes, longer than max_bytes \(524288\): not rendered; "
                      "published without it", result.stderr)
@@ -260,7 +260,7 @@ def contents(out: Path) -> dict[str, dict[str, str | None]]:
 
 
 def test_bodies_in_every_format_sanitized_with_the_excerpt_as_summary(body_store):
-    result = run_cli("build", "-c", write_config(body_store, assets_base_url=None))
+    result = run_main("build", "-c", write_config(body_store, assets_base_url=None))
     assert result.returncode == 0, result.stderr
     out = body_store / "out"
     found = contents(out)
@@ -289,16 +289,16 @@ def test_bodies_in_every_format_sanitized_with_the_excerpt_as_summary(body_store
 
 def test_content_summary_publishes_no_bodies_and_switching_rereads(body_store):
     config = write_config(body_store)
-    assert run_cli("build", "-c", config).returncode == 0
+    assert run_main("build", "-c", config).returncode == 0
     assert contents(body_store / "out")["atom"]["https://news.example.com/guide"] is not None
     config = write_config(body_store, content="summary")
-    result = run_cli("build", "-c", config)
+    result = run_main("build", "-c", config)
     assert result.returncode == 0, result.stderr
     found = contents(body_store / "out")
     assert all(value is None for by_link in found.values() for value in by_link.values()), found
     assert b"content:encoded" not in (body_store / "out" / "all.rss").read_bytes()
     config = write_config(body_store, content="full")  # and back: the bodies come back
-    assert run_cli("build", "-c", config).returncode == 0
+    assert run_main("build", "-c", config).returncode == 0
     assert contents(body_store / "out")["json"]["https://news.example.com/guide"] is not None
 
 

@@ -16,7 +16,7 @@ from publisher.errors import ConfigError
 from publisher.stages import catalog
 from publisher.stages.render import FORMATS, render, render_within
 from publisher.stages.selection import Feed
-from tests.conftest import NS, article_text, make_config, run_cli, write_config
+from tests.conftest import NS, article_text, make_config, run_main, write_config
 
 EXTENSIONS = (".atom", ".rss", ".json")
 
@@ -126,12 +126,12 @@ def test_max_items_applies_first(big_store):
 
 def test_summary_counts_trimmed_feeds_and_verbose_names_them(big_store):
     config = write_config(big_store, max_bytes="24KiB")
-    first = run_cli("build", "-c", config)
+    first = run_main("build", "-c", config)
     assert first.returncode == 0, first.stderr
     assert "3 feeds trimmed to max_bytes" in first.stdout
     assert "trimmed to max_bytes" not in first.stderr  # naming the files is for -v
     # A build that renders nothing again still counts them, and -v names every trimmed file.
-    second = run_cli("build", "-v", "-c", config)
+    second = run_main("build", "-v", "-c", config)
     assert second.returncode == 0, second.stderr
     assert " 0 files written," in second.stdout and "3 feeds trimmed to max_bytes" in second.stdout
     named = {line.split(": ")[1] for line in second.stderr.splitlines() if "trimmed to max_bytes" in line}

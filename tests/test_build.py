@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from publisher.build import build
-from tests.conftest import NS, make_config, run_cli, snapshot, write_article, write_config
+from tests.conftest import NS, make_config, run_cli, run_main, snapshot, write_article, write_config
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def outputs(*feeds: str, pages: tuple[str, ...] = ()) -> list[str]:
 
 
 def test_build_writes_overall_and_topic_feeds(site):
-    result = run_cli("build", "-c", write_config(site))
+    result = run_main("build", "-c", write_config(site))
     assert result.returncode == 0, result.stderr
     out = site / "out"
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == outputs(
@@ -190,7 +190,7 @@ HOSTILE_TOPICS = ["../../escape", "/etc/passwd", "..", "a/b\\c", "人工智能",
 def test_hostile_topic_names_stay_inside_the_output(tmp_path):
     for n, topic in enumerate(HOSTILE_TOPICS):
         write_article(tmp_path / "store", f"t{n}.md", topics=[topic])
-    result = run_cli("build", "-c", write_config(tmp_path))
+    result = run_main("build", "-c", write_config(tmp_path))
     assert result.returncode == 0, result.stderr
     out = (tmp_path / "out").resolve()
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".atom", ".rss")]
@@ -228,7 +228,7 @@ def test_each_bad_article_is_named_and_the_rest_published(tmp_path):
     for name, (text, _) in BAD_ARTICLES.items():
         (store / name).write_text(text, encoding="utf-8")
     (store / "latin1.md").write_bytes("---\ntitle: caf\xe9\n---\n".encode("latin-1"))
-    result = run_cli("build", "-c", write_config(tmp_path))
+    result = run_main("build", "-c", write_config(tmp_path))
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
     for name, (_, field) in BAD_ARTICLES.items():
@@ -246,7 +246,7 @@ def test_non_articles_are_skipped_quietly(tmp_path):
     (store / "event.md").write_text("---\nname: NeurIPS\nstartDateTime: 2019-12-08T08:00:00-08:00\n---\n")
     (store / "README.md").write_text("# Just a readme\n")
     (store / "_config.yml").write_text("title: site\n")
-    result = run_cli("build", "-c", write_config(tmp_path))
+    result = run_main("build", "-c", write_config(tmp_path))
     assert result.returncode == 0 and "WARNING" not in result.stderr
     assert "1 article read" in result.stdout and "1 other document ignored" in result.stdout
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from lxml import etree
 
-from tests.conftest import ATOM, MEDIA, NS, SITE, require_corpus, run_cli, write_config
+from tests.conftest import ATOM, MEDIA, NS, SITE, require_corpus, run_main, write_config
 
 
 def _front_matter(path: Path) -> dict | None:
@@ -211,7 +211,7 @@ def test_corpus_feeds_cut_to_a_small_budget_still_parse(tmp_path):
     """64 KiB is less than the overall feed: every file is cut to size and still a valid feed."""
     config = write_config(tmp_path, store=str(require_corpus()), max_items=1000, max_bytes="64KiB",
                           assets_base_url="https://everyday-cc.github.io/ai/")
-    result = run_cli("build", "-c", config)
+    result = run_main("build", "-c", config)
     assert result.returncode == 0, result.stderr
     assert "feeds trimmed to max_bytes" in result.stdout
     for path in sorted((tmp_path / "out").rglob("*")):

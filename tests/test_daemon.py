@@ -21,7 +21,7 @@ from lxml import etree
 from publisher.config import load_config
 from publisher.running.status import Status, assess
 from publisher.stages.writer import TEMP_SUFFIX
-from tests.conftest import cli_env, run_cli, snapshot, wait_for, write_article, write_config
+from tests.conftest import cli_env, run_cli, run_main, snapshot, wait_for, write_article, write_config
 
 FEED_SUFFIXES = (".atom", ".rss", ".json")
 
@@ -178,14 +178,14 @@ def test_failed_build_is_followed_by_a_good_one(tmp_path, daemons):
     assert "store folder not found" in status(tmp_path)["last_error"]
     wait_for(lambda: "build failed, the served feeds stay as they were" in daemon.text(), what="failure logged")
     assert (out / "all.rss").read_bytes() == before
-    unhealthy = run_cli("status", "-c", tmp_path / "config.yaml")
+    unhealthy = run_main("status", "-c", tmp_path / "config.yaml")
     assert unhealthy.returncode == 1 and "last build failed" in unhealthy.stdout
 
     (tmp_path / "away").rename(store)
     write_article(store, "second.md", publishedDateTime="2024-02-01T00:00:00Z")
     wait_for(lambda: status(tmp_path).get("last_result") == "ok" and len(links(out / "all.rss")) == 2,
              what="recovery")
-    healthy = run_cli("status", "-c", tmp_path / "config.yaml")
+    healthy = run_main("status", "-c", tmp_path / "config.yaml")
     assert healthy.returncode == 0
     assert "status:        ok" in healthy.stdout and "mode:          daemon" in healthy.stdout
     assert daemon.process.poll() is None
@@ -238,14 +238,14 @@ def test_a_second_daemon_on_the_same_state_folder_is_refused(tmp_path, daemons):
     assert {**snapshot(tmp_path / "state"), **snapshot(tmp_path / "out")} == before  # changed nothing
     assert first.process.poll() is None
 
-    report = run_cli("status", "-c", config)
+    report = run_main("status", "-c", config)
     assert report.returncode == 0 and f"daemon:        running, pid {first.process.pid}" in report.stdout
-    assert json.loads(run_cli("status", "--json", "-c", config).stdout)["daemon_pid"] == first.process.pid
+    assert json.loads(run_main("status", "--json", "-c", config).stdout)["daemon_pid"] == first.process.pid
     beside = run_cli("build", "-q", "-c", config)  # a cron build beside the daemon still just takes turns
     assert beside.returncode == 0 and beside.stdout == beside.stderr == ""
 
     assert first.stop() == 0  # once it is gone, nobody is named, and a new daemon may start
-    stopped = run_cli("status", "-c", config)
+    stopped = run_main("status", "-c", config)
     assert "daemon:        not running" in stopped.stdout and str(first.process.pid) not in stopped.stdout
     replacement = daemons(tmp_path, config)
     wait_for(lambda: status(tmp_path).get("pid") == replacement.process.pid, what="a new daemon")
@@ -398,13 +398,13 @@ def test_status_flags_a_daemon_that_died(tmp_path, daemons):
     config = write_config(tmp_path, schedule={"every": "1h"})
     daemon = daemons(tmp_path, config)
     wait_for(lambda: status(tmp_path).get("last_result") == "ok", what="first build")
-    assert run_cli("status", "-c", config).returncode == 0
+    assert run_main("status", "-c", config).returncode == 0
     daemon.process.kill()
     daemon.process.wait(10)
-    dead = run_cli("status", "-c", config)
+    dead = run_main("status", "-c", config)
     assert dead.returncode == 1 and "is gone without a clean stop" in dead.stdout
     assert run_cli("build", "-q", "-c", config).returncode == 0  # cron takes over the status file
-    assert run_cli("status", "-c", config).returncode == 0
+    assert run_main("status", "-c", config).returncode == 0
 
 
 def test_an_interrupted_build_is_not_a_failure(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from lxml import etree
 
 from publisher.build import build
-from tests.conftest import SITE, make_config, run_cli, write_article, write_config
+from tests.conftest import SITE, make_config, run_main, write_article, write_config
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 LOGO = "https://cdn.example.net/verge.png"
@@ -144,7 +144,7 @@ def test_curated_max_items_defaults_to_the_top_level_one(tmp_path, store):
 ])
 def test_curated_config_errors_name_the_key(tmp_path, curated, words):
     config = write_config(tmp_path, curated=curated)
-    result = run_cli("build", "-c", config)
+    result = run_main("build", "-c", config)
     assert result.returncode == 2
     assert f"{config}: {words}" in result.stderr, result.stderr
 
@@ -155,7 +155,7 @@ def test_curated_config_errors_name_the_key(tmp_path, curated, words):
 ])
 def test_families_config_errors_name_the_key(tmp_path, families, words):
     config = write_config(tmp_path, families=families)
-    result = run_cli("build", "-c", config)
+    result = run_main("build", "-c", config)
     assert result.returncode == 2 and words in result.stderr, result.stderr
 
 

@@ -16,7 +16,7 @@ from publisher.config import SiteConfig
 from publisher.stages.articles import Article, Image, Provider
 from publisher.stages.render import FORMATS, render
 from publisher.stages.selection import Feed, FeedSpec
-from tests.conftest import ATOM, SITE, make_config, run_cli, write_article
+from tests.conftest import ATOM, SITE, make_config, run_main, write_article
 
 JSON_FEED_1_1 = "https://jsonfeed.org/version/1.1"
 HUBS = ("https://hub.example.org/", "https://websub.example.net/hub?x=1&y=2")
@@ -91,7 +91,7 @@ def test_json_feed_fields_of_one_article(tmp_path):
     config = make_config(tmp_path, site={**SITE, "icon": "https://example.org/icon.png",
                                          "logo": "https://example.org/logo.png",
                                          "author": {"name": "Ed", "uri": "https://example.org/ed"}})
-    result = run_cli("build", "-c", config.source)
+    result = run_main("build", "-c", config.source)
     assert result.returncode == 0, result.stderr
     document = load(tmp_path / "out" / "topics" / "robots.json")
     check_json_feed(document)

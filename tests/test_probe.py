@@ -31,7 +31,7 @@ from publisher.stages.probe import (
     retry_after,
 )
 from publisher.stages.selection import Feed, FeedSpec
-from tests.conftest import NS, make_config, run_cli, snapshot, write_article
+from tests.conftest import NS, make_config, run_cli, run_main, snapshot, write_article
 from tests.local_http import LocalServer, Reply, Request, closed_port, local_only, png, wait_for
 
 pytestmark = pytest.mark.usefixtures(local_only.__name__)
@@ -240,7 +240,7 @@ def test_connection_refused_leaves_length_zero_and_a_warning(tmp_path, caplog):
 def test_cli_build_exits_0_when_every_probe_fails(tmp_path):
     with LocalServer(_status(500)) as server:
         config = store(tmp_path, server, {"a": ["/img/a.jpg"], "b": ["/img/b.jpg"]})
-        result = run_cli("build", "-c", config.source)
+        result = run_main("build", "-c", config.source)
     assert result.returncode == 0, result.stderr
     assert "enclosures: 2 probed, 2 failed" in result.stdout
     assert "HTTP 500" in result.stderr

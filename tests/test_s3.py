@@ -1,5 +1,10 @@
-"""S3-compatible storage, for real: moto's S3 server on 127.0.0.1 (tests/s3_server.py), the publisher as a
-subprocess talking to it over HTTP with boto3, credentials from the environment as in production."""
+"""S3-compatible storage, for real: moto's S3 server on 127.0.0.1 (tests/s3_server.py), the publisher talking
+to it over HTTP with boto3, credentials from the environment as in production.
+
+The publisher runs as a subprocess (run_cli) for a test's first build or the build whose exit the test is
+about, and where processes are the point (a kill, the daemon and a second publisher); its other builds run
+in this process (run_main: the same command and output, without a second of interpreter start and boto3
+imports each), on the state and the bucket a subprocess left."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import pytest
 import yaml
 
 from publisher.config import load_config
-from tests.conftest import cli_env, run_cli, write_article, write_config
+from tests.conftest import cli_env, run_cli, run_main, write_article, write_config
 from tests.s3_server import CREDENTIALS, moto_server_process
 
 LEASE = ".publisher-lease"
@@ -96,7 +101,7 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_the_bucket_holds_the_local_build_with_nginx_headers_and_a_rebuild_writes_nothing(tmp_path, s3_server):
     topic_store(tmp_path / "store", ["AI", "Robots", "Data Centers"], per_topic=2)
-    local = run_cli("build", "-q", "-c", local_config(tmp_path / "local", tmp_path / "store"))
+    local = run_main("build", "-q", "-c", local_config(tmp_path / "local", tmp_path / "store"))
     assert local.returncode == 0, local.stderr
     bucket = new_bucket(s3_server)
     config = bucket_config(tmp_path / "remote", s3_server, bucket)
@@ -115,7 +120,7 @@ def test_the_bucket_holds_the_local_build_with_nginx_headers_and_a_rebuild_write
     assert feedparser.parse(found["all.atom"]["body"]).entries
 
     mark = s3_server.mark()
-    second = run_cli("build", "-c", config)
+    second = run_main("build", "-c", config)
     assert second.returncode == 0, second.stderr
     assert writes(s3_server, mark, bucket) == []
     assert f"0 objects uploaded, {len(expected)} unchanged, 0 deleted" in second.stdout
@@ -127,7 +132,7 @@ def test_the_bucket_holds_the_local_build_with_nginx_headers_and_a_rebuild_write
     for fingerprints in (tmp_path / "remote" / "state" / "fingerprints").glob("*.json"):
         fingerprints.unlink()
     mark = s3_server.mark()
-    third = run_cli("build", "-c", config)
+    third = run_main("build", "-c", config)
     assert third.returncode == 0, third.stderr
     assert writes(s3_server, mark, bucket) == []
     assert objects(s3_server.client(), bucket) == found
@@ -147,7 +152,7 @@ def test_a_changed_feed_is_uploaded_feeds_first_and_a_removed_topic_deleted_but_
     (tmp_path / "store" / "robots-0.md").unlink()
     write_article(tmp_path / "store", "ai-new.md", topics=["AI"], publishedDateTime="2024-02-01T00:00:00Z")
     mark = s3_server.mark()
-    result = run_cli("build", "-c", config)
+    result = run_main("build", "-c", config)
     assert result.returncode == 0, result.stderr
     assert "4 deleted" in result.stdout  # its three feeds and its page
     found = objects(client, bucket)
@@ -168,7 +173,7 @@ def test_failed_uploads_leave_the_previous_objects_exit_4_in_one_line_and_the_ne
     bucket = new_bucket(s3_server)
     client = s3_server.client()
     config = bucket_config(tmp_path / "remote", s3_server, bucket)
-    assert run_cli("build", "-q", "-c", config).returncode == 0
+    assert run_main("build", "-q", "-c", config).returncode == 0
     before = objects(client, bucket)
     write_article(tmp_path / "store", "ai-new.md", topics=["AI"], publishedDateTime="2024-02-01T00:00:00Z")
     (tmp_path / "store" / "robots-0.md").unlink()
@@ -188,10 +193,10 @@ def test_failed_uploads_leave_the_previous_objects_exit_4_in_one_line_and_the_ne
     assert found["index.html"] == before["index.html"]  # the pages wait for every feed
     assert "topics/robots.atom" in found  # and nothing is deleted before they are up
 
-    local = run_cli("build", "-q", "-c", local_config(tmp_path / "local", tmp_path / "store"))
+    local = run_main("build", "-q", "-c", local_config(tmp_path / "local", tmp_path / "store"))
     assert local.returncode == 0
     mark = s3_server.mark()
-    result = run_cli("build", "-c", config)
+    result = run_main("build", "-c", config)
     assert result.returncode == 0, result.stderr
     uploaded = {call.key[len("feeds/"):] for call in writes(s3_server, mark, bucket) if call.method == "PUT"}
     assert "all.rss" in uploaded and "all.atom" not in uploaded  # recorded as uploaded by the failed build
@@ -203,7 +208,7 @@ def test_more_deletions_than_max_deletes_stop_the_build_and_delete_nothing(tmp_p
     topic_store(tmp_path / "store", ["AI", "Robots", "Chips"])
     bucket = new_bucket(s3_server)
     config = bucket_config(tmp_path / "remote", s3_server, bucket, s3={"max_deletes": 5})
-    assert run_cli("build", "-q", "-c", config).returncode == 0
+    assert run_main("build", "-q", "-c", config).returncode == 0
     before = objects(s3_server.client(), bucket)
     (tmp_path / "store" / "robots-0.md").unlink()
     (tmp_path / "store" / "chips-0.md").unlink()
@@ -217,7 +222,7 @@ def test_more_deletions_than_max_deletes_stop_the_build_and_delete_nothing(tmp_p
     assert objects(s3_server.client(), bucket) == before
 
     config = bucket_config(tmp_path / "remote", s3_server, bucket, s3={"max_deletes": 8})
-    result = run_cli("build", "-c", config)
+    result = run_main("build", "-c", config)
     assert result.returncode == 0 and "8 deleted" in result.stdout
 
 
@@ -249,7 +254,7 @@ def test_a_second_publisher_is_refused_by_the_lease_and_a_stale_lease_is_taken_o
         if (now - head["LastModified"]).total_seconds() > 1 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    result = run_cli("build", "-c", config)
+    result = run_main("build", "-c", config)
     assert result.returncode == 0, result.stderr
     assert "all.atom" in objects(client, bucket)
     lease = json.loads(client.get_object(Bucket=bucket, Key=f"feeds/{LEASE}")["Body"].read())
@@ -278,7 +283,7 @@ def test_the_daemon_holds_the_lease_for_its_whole_life(tmp_path, s3_server):
     assert daemon.returncode == 0, err
     lease = json.loads(client.get_object(Bucket=bucket, Key=f"feeds/{LEASE}")["Body"].read())
     assert lease["released"] is True
-    assert run_cli("build", "-q", "-c", config).returncode == 0
+    assert run_main("build", "-q", "-c", config).returncode == 0
 
 
 def test_a_service_without_conditional_writes_is_refused_unless_the_lease_is_off(tmp_path, s3_server):
@@ -292,7 +297,7 @@ def test_a_service_without_conditional_writes_is_refused_unless_the_lease_is_off
         assert "s3.lease: false" in result.stderr
         assert objects(s3_server.client(), bucket) == {}
         unleased = bucket_config(tmp_path / "remote", s3_server, bucket, s3={"lease": False})
-        result = run_cli("build", "-q", "-c", unleased)
+        result = run_main("build", "-q", "-c", unleased)
         assert result.returncode == 0, result.stderr
     finally:
         s3_server.ignore_conditions = False
@@ -302,7 +307,7 @@ def test_a_service_without_conditional_writes_is_refused_unless_the_lease_is_off
 def test_a_build_killed_while_uploading_leaves_a_bucket_the_next_build_makes_consistent(tmp_path, s3_server):
     topics = [f"Topic {n:03d}" for n in range(25)]  # about 100 objects: the kill after 20 writes is mid-way
     topic_store(tmp_path / "store", topics)
-    assert run_cli("build", "-q", "-c", local_config(tmp_path / "local", tmp_path / "store")).returncode == 0
+    assert run_main("build", "-q", "-c", local_config(tmp_path / "local", tmp_path / "store")).returncode == 0
     expected = local_files(tmp_path / "local" / "out")
     bucket = new_bucket(s3_server)
     config = bucket_config(tmp_path / "remote", s3_server, bucket, s3={"workers": 1})
@@ -318,12 +323,12 @@ def test_a_build_killed_while_uploading_leaves_a_bucket_the_next_build_makes_con
     for name, found in objects(s3_server.client(), bucket).items():  # every object there is whole
         assert found["body"] == expected[name], name
 
-    result = run_cli("build", "-c", config)  # the lease of the killed build: same machine, dead pid
+    result = run_main("build", "-c", config)  # the lease of the killed build: same machine, dead pid
     assert result.returncode == 0, result.stderr
     found = objects(s3_server.client(), bucket)
     assert {name: value["body"] for name, value in found.items()} == expected
     mark = s3_server.mark()
-    assert run_cli("build", "-q", "-c", config).returncode == 0
+    assert run_main("build", "-q", "-c", config).returncode == 0
     assert writes(s3_server, mark, bucket) == []
 
 
@@ -366,22 +371,22 @@ def test_a_store_in_a_bucket_new_edited_deleted_and_embargoed_objects(tmp_path, 
     put_article(client, bucket, "two.md", title="Story two, corrected")
     client.delete_object(Bucket=bucket, Key="articles/one.md")
     put_article(client, bucket, "later.md", publishedDateTime="2999-01-01T00:00:00Z")
-    second = run_cli("build", "-q", "-c", config)
+    second = run_main("build", "-q", "-c", config)
     assert second.returncode == 0, second.stderr
     assert entry_titles(tmp_path / "out") == {"Story new", "Story two, corrected", "Story three"}
     downloaded = {call.key for call in s3_server.calls_since(mark, bucket, ("GET",)) if call.key}
     assert downloaded == {"articles/new.md", "articles/two.md", "articles/later.md"}
 
     mark = s3_server.mark()
-    third = run_cli("build", "-q", "-c", config)
+    third = run_main("build", "-q", "-c", config)
     assert third.returncode == 0
     assert [call for call in s3_server.calls_since(mark, bucket, ("GET",)) if call.key] == []
 
 
 def test_a_missing_bucket_is_one_line_and_exit_3_for_the_store_4_for_the_output(tmp_path, s3_server):
     write_article(tmp_path / "store", "a.md")
-    store = run_cli("build", "-q", "-c", write_config(tmp_path, store="s3://no-such-bucket-here/articles/",
-                                                    s3={"endpoint_url": s3_server.url}))
+    store = run_main("build", "-q", "-c", write_config(tmp_path, store="s3://no-such-bucket-here/articles/",
+                                                     s3={"endpoint_url": s3_server.url}))
     assert store.returncode == 3
     assert error_lines(store) == ["Error: s3://no-such-bucket-here/articles/: bucket 'no-such-bucket-here' "
                                   "does not exist"]
@@ -396,8 +401,8 @@ def test_wrong_credentials_are_one_line_and_exit_3_for_the_store_4_for_the_outpu
     try:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
         write_article(tmp_path / "store", "a.md")
-        store = run_cli("build", "-q", "-c", write_config(tmp_path, store="s3://some-bucket/articles/",
-                                                        s3={"endpoint_url": url}))
+        store = run_main("build", "-q", "-c", write_config(tmp_path, store="s3://some-bucket/articles/",
+                                                         s3={"endpoint_url": url}))
         assert store.returncode == 3, store.stderr
         assert len(error_lines(store)) == 1 and "the credentials were refused" in store.stderr
         write_config(tmp_path, output="s3://some-bucket/feeds/", s3={"endpoint_url": url})
@@ -410,11 +415,11 @@ def test_wrong_credentials_are_one_line_and_exit_3_for_the_store_4_for_the_outpu
 
 
 def test_the_s3_settings_are_checked(tmp_path):
-    result = run_cli("build", "-c", write_config(tmp_path, output="s3://Bad_Bucket/feeds/"))
+    result = run_main("build", "-c", write_config(tmp_path, output="s3://Bad_Bucket/feeds/"))
     assert result.returncode == 2 and "output: expected s3://bucket/prefix/" in result.stderr
-    result = run_cli("build", "-c", write_config(tmp_path, s3={"max_deletes": -1}))
+    result = run_main("build", "-c", write_config(tmp_path, s3={"max_deletes": -1}))
     assert result.returncode == 2 and "s3.max_deletes" in result.stderr
-    result = run_cli("build", "-c", write_config(tmp_path, s3={"cache_control": "a\nb"}))
+    result = run_main("build", "-c", write_config(tmp_path, s3={"cache_control": "a\nb"}))
     assert result.returncode == 2 and "s3.cache_control" in result.stderr
     assert os.environ["AWS_ACCESS_KEY_ID"] == "testing"
 

@@ -21,7 +21,7 @@ from watchfiles import Change
 from publisher.config import load_config, parse_duration
 from publisher.errors import ConfigError
 from publisher.running.watch import ChangeFilter, Debouncer, StoreWatcher, is_temporary
-from tests.conftest import article_text, cli_env, make_config, run_cli, wait_for, write_article, write_config
+from tests.conftest import article_text, cli_env, make_config, run_main, wait_for, write_article, write_config
 from tests.local_http import LocalServer, Reply, local_only
 from tests.test_daemon import Daemon, data, links, status
 
@@ -140,7 +140,7 @@ def test_new_edited_and_deleted_articles_are_published_without_the_schedule(tmp_
     wait_for(lambda: "https://news.example.com/third" in links(out / "all.rss"), what="third article")
     wait_for(lambda: status(tmp_path).get("state") == "idle", what="build finished")
 
-    report = run_cli("status", "-c", tmp_path / "config.yaml")
+    report = run_main("status", "-c", tmp_path / "config.yaml")
     assert report.returncode == 0, report.stdout
     assert "triggered by:  watch" in report.stdout
     assert "watcher:       watching since " in report.stdout
@@ -222,7 +222,7 @@ def test_with_watching_off_the_schedule_publishes(tmp_path, daemons):
     wait_for(lambda: len(links(out / "all.rss")) == 2, what="second article, by the schedule")
     assert status(tmp_path)["last_trigger"] == "schedule"
     assert "watch" not in {line.split("triggered by:")[-1].strip() for line in
-                           run_cli("status", "-c", tmp_path / "config.yaml").stdout.splitlines()}
+                           run_main("status", "-c", tmp_path / "config.yaml").stdout.splitlines()}
 
 
 # Test hook: a daemon whose watcher thread dies (SystemExit ends a thread without a word) when it sees a
@@ -284,7 +284,7 @@ def test_a_killed_or_failing_watcher_is_restarted_and_the_schedule_builds_meanwh
         (store / "fail-watcher").unlink()
         wait_for(lambda: watching(tmp_path) and status(tmp_path)["watcher"]["restarts"] == 2,
                  what="watcher watching again")
-        assert "watcher:       watching since" in run_cli("status", "-c", config).stdout
+        assert "watcher:       watching since" in run_main("status", "-c", config).stdout
 
         # With the schedule an hour away (and the config reloaded with SIGHUP: watching again), only the
         # restarted watcher can publish the next article.
@@ -330,7 +330,7 @@ def test_a_flood_and_a_replaced_store_are_survived(tmp_path, daemons):
 def test_status_json_names_trigger_and_watcher(tmp_path, daemons):
     write_article(tmp_path / "store", "first.md")
     started(tmp_path, daemons)
-    data = json.loads(run_cli("status", "--json", "-c", tmp_path / "config.yaml").stdout)
+    data = json.loads(run_main("status", "--json", "-c", tmp_path / "config.yaml").stdout)
     assert data["last_trigger"] == "start" and data["watcher"]["state"] == "watching"
 
 

@@ -13,7 +13,7 @@ from publisher.build import build
 from publisher.config import Config
 from publisher.stages import websub
 from publisher.stages.websub import RETRY_DELAYS, Ping, changed_feed_urls, ping_hubs
-from tests.conftest import make_config, run_cli, write_article
+from tests.conftest import make_config, run_main, write_article
 from tests.local_http import LocalServer, Reply, closed_port, local_only
 
 pytestmark = pytest.mark.usefixtures(local_only.__name__)
@@ -87,7 +87,7 @@ def test_hub_answering_500_gets_the_retries_and_the_build_exits_0(tmp_path):
     # "Retry-After: 0": the hub asks for no pause, and is obeyed, so this test does not wait RETRY_DELAYS.
     with LocalServer(hub(500, (("Retry-After", "0"),))) as failing, LocalServer(hub(204)) as working:
         config = site(tmp_path, failing.url("/hub"), working.url("/hub"), formats=["atom"], precompress=False)
-        result = run_cli("build", "-c", config.source)
+        result = run_main("build", "-c", config.source)
     assert result.returncode == 0, result.stderr
     feeds = feed_urls("all", "topics/ai", "topics/robots", formats=(".atom",))
     attempts = 1 + len(RETRY_DELAYS)

@@ -15,7 +15,7 @@ from publisher import cli
 from publisher.errors import BuildInterrupted, WriteError
 from publisher.stages.writer import TEMP_SUFFIX, inside, manifest_path, read_manifest, write_outputs
 from publisher.wording import by_cause
-from tests.conftest import run_cli, snapshot, write_article, write_config
+from tests.conftest import run_cli, run_main, snapshot, write_article, write_config
 
 
 def failing_in(folder: Path, code: int):
@@ -225,7 +225,7 @@ def test_a_full_disk_changes_no_served_byte_and_says_so_in_one_line(tmp_path, sm
         write_article(store, f"a{n:02d}.md", title=f"Story {n}", topics=[f"Topic {n % 10}", "AI"],
                       publishedDateTime=f"2024-01-{1 + n % 28:02d}T00:00:00Z")
     config = write_config(tmp_path, output=str(folder))
-    assert run_cli("build", "-q", "-c", config).returncode == 0
+    assert run_main("build", "-q", "-c", config).returncode == 0
     before = snapshot(folder)
     fill()
     for n in range(30):  # every feed changes
@@ -239,15 +239,15 @@ def test_a_full_disk_changes_no_served_byte_and_says_so_in_one_line(tmp_path, sm
     served = {path: value for path, value in snapshot(folder).items() if path != "filler"}
     assert served == before  # every byte and every modification time
 
-    status = run_cli("status", "--json", "-c", config)
+    status = run_main("status", "--json", "-c", config)
     data = json.loads(status.stdout)
     assert status.returncode == 1 and data["last_result"] == "failed"
     assert data["last_error"] == line.removeprefix("Error: ") and len(data["failures"]) == int(line.split()[1])
-    text = run_cli("status", "-c", config).stdout
+    text = run_main("status", "-c", config).stdout
     assert [row for row in text.splitlines() if row.startswith("error:")] == [f"error:         {data['last_error']}"]
 
     unfill()  # room again: the next build finishes the job
-    again = run_cli("build", "-q", "-c", config)
+    again = run_main("build", "-q", "-c", config)
     assert again.returncode == 0 and again.stdout == again.stderr == ""
     assert b"Changed story 29" in (folder / "all.atom").read_bytes()
     assert not list(folder.rglob(f"*{TEMP_SUFFIX}"))
