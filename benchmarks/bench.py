@@ -22,6 +22,8 @@ it reads the store from disk.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import json
 import os
 import random
@@ -30,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,7 @@ class Result:
     own_kib: int
     worker_kib: int
     rewritten: int
+    tree_kib: int = 0  # peak Pss of the command's processes together (TreeMemory)
 
 
 def main() -> int:
@@ -200,15 +204,62 @@ def s3_table(size: int, topics: int, runs: int, rows: dict[str, list[Result]], r
 def timed(config: Path, output: Path) -> Result:
     before = files_state(output)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, str(config)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    with subprocess.Popen([sys.executable, "-c", CHILD, str(config)], cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}) as child:
+        sampler = TreeMemory(child.pid)
+        sampler.start()
+        stdout, stderr = child.communicate()
     seconds = time.perf_counter() - started
-    usage = json.loads(done.stderr.strip().splitlines()[-1]) if done.stderr.strip() else {}
-    if done.returncode or usage.get("code"):
-        sys.exit(f"build failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    sampler.stop()
+    usage = json.loads(stderr.strip().splitlines()[-1]) if stderr.strip() else {}
+    if child.returncode or usage.get("code"):
+        sys.exit(f"build failed ({child.returncode}):\n{stdout}\n{stderr}")
     after = files_state(output)
     rewritten = sum(1 for path, stamp in after.items() if path in before and before[path] != stamp)
-    return Result(usage["build"], seconds, usage["own_kib"], usage["worker_kib"], rewritten)
+    return Result(usage["build"], seconds, usage["own_kib"], usage["worker_kib"], rewritten, sampler.peak_kib)
+
+
+class TreeMemory(threading.Thread):
+    """The peak, over a command's run, of the memory of all its processes together: the sum of their
+    proportional set sizes (Pss: a page shared by n processes counts 1/n in each; forked workers share
+    most of their pages with the build process, so adding up their resident sizes would count them many
+    times). Sampled every 20 ms from /proc (Linux); 0 where it cannot be read."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kib = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.02):
+            self.peak_kib = max(self.peak_kib, sum(_pss_kib(pid) for pid in _tree(self.pid)))
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (/proc/<pid>/task/<tid>/children)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in glob.glob(f"/proc/{current}/task/*/children"):
+            with contextlib.suppress(OSError):  # gone meanwhile
+                todo += [int(child) for child in Path(task).read_text().split()]
+    return found
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):  # gone meanwhile, or not Linux
+        pass
+    return 0
 
 
 def files_state(folder: Path) -> dict[str, tuple[int, int]]:
@@ -240,6 +291,8 @@ def table(size: int, topics: int, runs: int, rows: dict[str, list[Result]], drop
         f"| peak memory of a cold build: the largest child (a reading worker, {reading_workers()} at most, or the "
         f"forked renderer, which shares most of its pages with the build process) | "
         f"{worker:.0f} MiB | |",
+        f"| peak memory of a cold build: all processes together (sum of Pss, sampled every 20 ms) | "
+        f"{max(result.tree_kib for result in cold) / 1024:.0f} MiB | |",
         f"| files rewritten by the no-op rebuild | {max(result.rewritten for result in rows['noop'])} | |",
         "",
         "build: the build in a running process (as `publisher run` does it); command: `publisher build` "

@@ -169,7 +169,7 @@ def test_a_file_written_in_the_same_clock_tick_as_the_scan_is_checked_again(site
     assert b"Title BBBB" in (site / "out" / "all.atom").read_bytes()
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "flipped", "flipped inside"])
 def test_corrupt_cache_is_discarded_with_one_line(site, caplog, damage):
     config = make_config(site)
     build(config, now=NOW)
@@ -177,7 +177,9 @@ def test_corrupt_cache_is_discarded_with_one_line(site, caplog, damage):
     index = cache_files(config)["index"]
     data = index.read_bytes()
     index.write_bytes({"garbage": b"\x00\x01 not a cache", "truncated": data[: len(data) // 2],
-                       "flipped": data[:-5] + bytes([data[-5] ^ 0xFF]) + data[-4:]}[damage])
+                       "flipped": data[:-5] + bytes([data[-5] ^ 0xFF]) + data[-4:],
+                       "flipped inside": data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0x01])
+                       + data[len(data) // 2 + 1:]}[damage])
     # A touched file makes the build look past the cache's header, into its damaged rows.
     path = site / "store" / "news" / "a05.md"
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
@@ -213,7 +215,7 @@ def test_cache_of_another_version_or_parsing_config_is_discarded(site, caplog):
     build(config, now=NOW)
     index = cache_files(config)["index"]
     header, _, payload = index.read_bytes().partition(b"\n")[2].partition(b"\n")
-    index.write_bytes(statefiles.MAGIC + header.replace(b'"format": 2', b'"format": 99') + b"\n" + payload)
+    index.write_bytes(statefiles.MAGIC + header.replace(f'"format": {statefiles.BINARY_FORMAT}'.encode(), b'"format": 99') + b"\n" + payload)
     with caplog.at_level(logging.DEBUG, logger="publisher"):
         assert build(config, now=NOW).collection.read == FILES
     assert sum("another publisher version or configuration" in r.getMessage() for r in caplog.records) == 1
@@ -627,3 +629,19 @@ def test_a_no_op_rebuild_decodes_only_the_newest_entry_of_each_feed(site, monkey
     again = build(config, now=NOW)
     assert again.writes.written == [] and len(again.feeds) == len(first.feeds)
     assert 0 < len(decoded) <= len(again.feeds)
+
+
+def test_a_record_held_while_reading_is_the_record_without_its_article_and_shares_what_repeats():
+    corpus = require_corpus()
+    paths = sorted(str(p.relative_to(corpus)) for p in corpus.rglob("*.md"))[:40]
+    records = reading.read_chunk(str(corpus), paths, "https://everyday-cc.github.io/ai/")
+    shared: dict = {}
+    held = [scan_cache.shared_record(record, shared) for record in records]
+    assert held == [record._replace(encoded=None) for record in records]
+    assert all(type(record) is reading.FileRecord for record in held)
+    with_provider = [record for record in held if record.facets and record.facets[0]]
+    first = {}
+    for record in with_provider:  # one object per distinct provider key and topics list
+        assert first.setdefault(record.facets[0], record.facets[0]) is record.facets[0]
+        assert first.setdefault(record.topics, record.topics) is record.topics
+    assert len(with_provider) > len({record.facets[0] for record in with_provider})  # some repeat

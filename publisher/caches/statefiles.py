@@ -7,8 +7,10 @@ any file is replaced on disk.
 - JSON state (status, manifest, enclosure cache, feed fingerprints): read_state_json() forgives, since these are
   caches and records: a missing, unreadable or unparsable file is None (with one warning when it exists),
   never a failed build.
-- Binary state (the scan cache's index and the last selection): a header line (format, cache key, payload
-  length and CRC-32) then a marshalled payload. open_binary() checks the header at once and the payload
+- Binary state (the scan cache's index, the last selection, the archive record): a header line (format,
+  cache key, the names of the payload's parts), each part of the payload marshalled, then a trailer line
+  (the parts' lengths and their CRC-32). Parts are marshalled and written one at a time, so that saving
+  the index of 100,000 files never holds it twice. open_binary() checks the header at once and the payload
   only when it is asked for; a file of another format or key is discarded with one INFO line, a damaged
   one with one WARNING line. write_binary() logs a failure rather than raising: the next build just does
   more work. A Memory (the daemon's) keeps what was last written, so that the next build need not read it.
@@ -23,7 +25,7 @@ import marshal
 import os
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,13 +33,14 @@ logger = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".publisher-tmp"  # what a killed build may leave behind (writer.remove_temporaries)
 FILE_MODE = 0o644  # readable by the web server's user
-BINARY_FORMAT = 2
+BINARY_FORMAT = 3
 MAGIC = b"publisher state\n"
 
 
-def write_atomic(path: Path, data: bytes, sync_folder: bool = True, mtime_ns: int | None = None,
-                 durable: bool = True) -> None:
-    """Write `data` to a temporary file beside `path`, fsync it and rename it over `path`, then fsync the
+def write_atomic(path: Path, data: bytes | Iterable[bytes], sync_folder: bool = True,
+                 mtime_ns: int | None = None, durable: bool = True) -> None:
+    """Write `data` (bytes, or parts written one after the other as they come, never joined into one more
+    copy) to a temporary file beside `path`, fsync it and rename it over `path`, then fsync the
     folder (unless `sync_folder` is false: a caller writing many files there syncs the folder once, with
     fsync_folder()). With `mtime_ns`, the file has that modification time from the moment it appears.
     `durable=False` skips both fsyncs: for a cache that checks itself when read (binary state). Raises
@@ -46,7 +49,8 @@ def write_atomic(path: Path, data: bytes, sync_folder: bool = True, mtime_ns: in
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
+            for part in [data] if isinstance(data, bytes) else data:
+                stream.write(part)
             if durable:
                 stream.flush()
                 os.fsync(stream.fileno())
@@ -107,12 +111,21 @@ class BinaryState:
             return self._remembered
         with self._stream:
             data = self._stream.read()
-        if len(data) != self.header.get("length") or zlib.crc32(data) != self.header.get("crc32"):
-            raise ValueError("payload does not match its length and checksum")
+        end = data.rfind(b"\n", 0, len(data) - 1)  # the trailer is the last line
         try:
-            return marshal.loads(data)
-        except (EOFError, TypeError) as exc:
-            raise ValueError(str(exc)) from None
+            trailer = json.loads(data[end + 1:])
+            lengths, names = trailer["lengths"], self.header["parts"]
+            if (end < 0 or not data.endswith(b"\n") or sum(lengths) != end or len(lengths) != len(names)
+                    or zlib.crc32(memoryview(data)[:end]) != trailer["crc32"]):
+                raise ValueError("payload does not match its lengths and checksum")
+            payload, start = {}, 0
+            with memoryview(data) as view:
+                for name, length in zip(names, lengths, strict=True):
+                    payload[name] = marshal.loads(view[start:start + length])
+                    start += length
+            return payload
+        except (EOFError, TypeError, KeyError) as exc:
+            raise ValueError(f"payload unreadable: {exc}") from None
 
     def close(self) -> None:
         if self._stream is not None:
@@ -185,16 +198,15 @@ def open_binary(path: Path, key: str, what: str, memory: Memory | None = None) -
     return BinaryState(path, header, stream)
 
 
-def write_binary(path: Path, key: str, header: Mapping[str, Any], payload: Any,
+def write_binary(path: Path, key: str, header: Mapping[str, Any], payload: Mapping[str, Any],
                  memory: Memory | None = None) -> bool:
     """Replace a binary state file atomically. A failure is logged, not raised. Not fsynced: these files
     are caches of megabytes (the scan index of a big store), an fsync of them a good part of an incremental
-    build, and after a crash a torn one fails its length and CRC-32 check and is discarded (one warning,
+    build, and after a crash a torn one fails its lengths and CRC-32 check and is discarded (one warning,
     then a build that reads more), never trusted."""
-    data = marshal.dumps(payload)
-    head = {**header, "format": BINARY_FORMAT, "key": key, "length": len(data), "crc32": zlib.crc32(data)}
+    head = {**header, "format": BINARY_FORMAT, "key": key, "parts": list(payload)}
     try:
-        write_atomic(path, MAGIC + json.dumps(head).encode("utf-8") + b"\n" + data, durable=False)
+        write_atomic(path, _binary_parts(head, payload), durable=False)
     except OSError as exc:
         logger.warning("%s: cannot write: %s", path, exc.strerror or exc)
         if memory is not None:
@@ -203,6 +215,18 @@ def write_binary(path: Path, key: str, header: Mapping[str, Any], payload: Any,
     if memory is not None:
         memory.keep(path, head, payload)
     return True
+
+
+def _binary_parts(head: Mapping[str, Any], payload: Mapping[str, Any]) -> Iterator[bytes]:
+    """The bytes of a binary state file, part after part, each marshalled only when the last is written."""
+    yield MAGIC + json.dumps(head).encode("utf-8") + b"\n"
+    lengths, crc = [], 0
+    for value in payload.values():
+        data = marshal.dumps(value)
+        lengths.append(len(data))
+        crc = zlib.crc32(data, crc)
+        yield data
+    yield b"\n" + json.dumps({"lengths": lengths, "crc32": crc}).encode("utf-8") + b"\n"
 
 
 def remove(*paths: Path) -> None:

@@ -228,13 +228,14 @@ def _stored(add: Callable[[list[tuple[str, int, int, int, bytes]]], None], listi
     """What to keep of the records as they are read: their encoded Articles go into the record table at once
     (a cold build of 100,000 files would otherwise hold hundreds of megabytes of them until it saves)."""
     stats, done = listing.stats, 0  # batches come in the order of `rows`
+    shared: dict[Any, Any] = {}  # see scan_cache.shared_record
 
     def keep(paths: list[str], read: list[reading.FileRecord]) -> list[reading.FileRecord]:
         nonlocal done
         batch, done = rows[done:done + len(paths)], done + len(paths)
         add([(path, stats[3 * row], stats[3 * row + 1], stats[3 * row + 2], record.encoded)
              for path, row, record in zip(paths, batch, read, strict=True) if record.encoded is not None])
-        return [reading.without_encoded(record) for record in read]
+        return [scan_cache.shared_record(record, shared) for record in read]
 
     return keep
 

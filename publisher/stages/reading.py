@@ -158,11 +158,6 @@ def read_record(root: Path, path: str, base: str | None, body_limit: int = DEFAU
                       article.is_published, article.topics, facets, found, record_digest(encoded), encoded)
 
 
-def without_encoded(record: FileRecord) -> FileRecord:
-    """`record` without its encoded Article (what _replace() gives, at a fraction of its cost)."""
-    return tuple.__new__(FileRecord, (*record[:-1], None))
-
-
 def record_digest(encoded: bytes) -> int:
     """A 64-bit digest of an encoded Article, the same in every process (unlike hash() of bytes)."""
     return int.from_bytes(hashlib.blake2b(encoded, digest_size=8).digest(), "big", signed=True)

@@ -15,6 +15,7 @@ few jobs, where a fork costs more than it saves.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -72,6 +73,10 @@ def _fork(jobs: Sequence[Callable[[], T]], share: range) -> tuple[int, int] | No
         return None
     if pid == 0:  # the child: no clean-up of the parent's state, no exit handlers, just the work
         status = 1
+        # What the child inherited is never garbage it has to find: left to the collector, each of its passes
+        # would write into every inherited object and so copy every page of them (the scan index of a big
+        # store) into the child's own memory.
+        gc.freeze()
         try:
             with os.fdopen(fd, "wb") as stream:
                 pickle.dump(_run_each(jobs, share), stream, protocol=pickle.HIGHEST_PROTOCOL)
