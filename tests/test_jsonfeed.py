@@ -4,6 +4,7 @@ switch. The JSON is checked field by field against the Atom feed of the same bui
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from lxml import etree
 
 from publisher.build import build
 from publisher.config import SiteConfig
+from publisher.stages import render as render_module
 from publisher.stages.articles import Article, Image, Provider
 from publisher.stages.render import FORMATS, render
 from publisher.stages.selection import Feed, FeedSpec
-from tests.conftest import ATOM, SITE, make_config, run_main, write_article
+from tests.conftest import ATOM, SITE, make_config, require_corpus, run_main, write_article
 
 JSON_FEED_1_1 = "https://jsonfeed.org/version/1.1"
 HUBS = ("https://hub.example.org/", "https://websub.example.net/hub?x=1&y=2")
@@ -175,3 +177,26 @@ def test_formats_choose_the_files_written(tmp_path, formats):
     index = (out / "index.html").read_text(encoding="utf-8")
     for name, fmt in FORMATS.items():
         assert (f'type="{fmt.media_type}"' in index) == (name in formats)
+
+
+def _json_value(rng: random.Random, depth: int) -> object:
+    scalars = ["", "plain", "quote \" back \\ slash", "tab\tnew\nline\r", "\u2028\u2029", "émoji 😀 中文",
+               "\x00\x1f\x7f", "</script>", 0, -1, 2**70, 1.5, -0.0, 1e300, True, False, None]
+    if depth <= 0 or rng.random() < 0.4:
+        return rng.choice(scalars)
+    if rng.random() < 0.5:
+        return [_json_value(rng, depth - 1) for _ in range(rng.randrange(4))]
+    return {str(rng.choice(scalars)) + str(index): _json_value(rng, depth - 1) for index in range(rng.randrange(4))}
+
+
+def test_indented_json_is_json_dumps_to_the_byte(tmp_path):
+    rng = random.Random(5)
+    for _ in range(3000):
+        value = _json_value(rng, 4)
+        assert render_module.indented_json(value) == json.dumps(value, ensure_ascii=False, indent=2), value
+    build(make_config(tmp_path, store=str(require_corpus())))
+    documents = sorted((tmp_path / "out").rglob("*.json"))
+    assert len(documents) > 10
+    for path in documents:  # every JSON feed of the corpus, as json.dumps writes it
+        text = path.read_text(encoding="utf-8")
+        assert json.dumps(json.loads(text), ensure_ascii=False, indent=2) + "\n" == text, path

