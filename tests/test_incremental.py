@@ -45,7 +45,7 @@ def cache_files(config: Config) -> dict[str, Path]:
 
 
 def age(folder: Path, seconds: int = 10) -> None:
-    """Date every file back, as if written well before the scan that follows (see catalog.RACY_NS)."""
+    """Date every file back, as if written well before the scan that follows (see scan_cache.RACY_NS)."""
     for path in folder.rglob("*"):
         if path.is_file():
             stat = path.stat()
@@ -88,7 +88,7 @@ def test_cached_rebuild_writes_the_bytes_of_a_cold_build(site, monkeypatch, stor
     first = build(config, now=NOW)
     assert first.collection.read == FILES
     expected = tree(site / "out")
-    assert len(catalog.ScanState(config, store.Listing(), True).records.get(
+    assert len(scan_cache.ScanCache(config, store.Listing(), True).records.get(
         {"news/a01.md": _listed(config, "news/a01.md")})) == 1
     for removed in ([], ["feeds"], ["feeds", "records"]):  # reused selection; cached records; neither
         shutil.rmtree(site / "out")
@@ -149,7 +149,7 @@ def test_deleted_file_drops_out(site):
     report = build(config, now=NOW)
     assert report.collection.read == 0 and len(report.collection.articles) == 14
     assert b"news.example.com/a07" not in (site / "out" / "topics" / "topic-1.atom").read_bytes()
-    assert "news/a07.md" not in catalog.ScanState(config, store.Listing(), True).index().paths
+    assert "news/a07.md" not in scan_cache.ScanCache(config, store.Listing(), True).index().paths
     assert tree(site / "out") == cold_build(site, "cold")
 
 
@@ -215,7 +215,8 @@ def test_cache_of_another_version_or_parsing_config_is_discarded(site, caplog):
     build(config, now=NOW)
     index = cache_files(config)["index"]
     header, _, payload = index.read_bytes().partition(b"\n")[2].partition(b"\n")
-    index.write_bytes(statefiles.MAGIC + header.replace(f'"format": {statefiles.BINARY_FORMAT}'.encode(), b'"format": 99') + b"\n" + payload)
+    ours = f'"format": {statefiles.BINARY_FORMAT}'.encode()
+    index.write_bytes(statefiles.MAGIC + header.replace(ours, b'"format": 99') + b"\n" + payload)
     with caplog.at_level(logging.DEBUG, logger="publisher"):
         assert build(config, now=NOW).collection.read == FILES
     assert sum("another publisher version or configuration" in r.getMessage() for r in caplog.records) == 1
@@ -409,7 +410,7 @@ def test_updated_selection_equals_selecting_from_scratch(tmp_path, caplog):
     topics = ["AI", "Robots", "robots", "Vision", "Chips", "Ethics"]
     config = make_config(tmp_path, max_items=3)
     names: list[str] = []
-    clock = time.time_ns() - 10**12  # files dated well before the scans (see catalog.RACY_NS)
+    clock = time.time_ns() - 10**12  # files dated well before the scans (see scan_cache.RACY_NS)
 
     def write(name: str) -> None:
         url = f"https://news.example.com/{rng.randrange(40) if rng.random() < 0.1 else name}"

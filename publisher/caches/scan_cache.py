@@ -1,5 +1,9 @@
 """Scan cache: what each store file yielded last time, kept in the state folder, so that a rescan reads only
-the files that are new or changed.
+the files that are new or changed, and the last selection made from them.
+
+ScanCache is its one interface, opened by each build with the store's listing: unchanged() / index() /
+articles() / last_selection() look up, adopt() / remember_selection() store, later() + save_deferred()
+save. Nothing else reads or writes these files.
 
 Three files per store folder, in `<state>/scan/`, named after a digest of the store's path:
 - `.index`: one row per file: its path, size, mtime_ns and inode, and what selection needs of the article
@@ -40,14 +44,19 @@ import yaml
 import publisher
 from publisher.caches import statefiles
 from publisher.config import Config
-from publisher.stages.articles import body_limit
+from publisher.stages import reading
+from publisher.stages.articles import Article, body_limit
+from publisher.stages.reading import FileRecord
 
 if TYPE_CHECKING:
-    from publisher.stages.reading import FileRecord
+    from publisher.stages.store import Listing
 
 logger = logging.getLogger(__name__)
 
 FORMAT = 3
+# A file modified this close to the start of the scan that cached it may change again within the same
+# tick of the file system's clock without its mtime moving: such a file is read again next time.
+RACY_NS = 1_000_000_000
 # Modules whose code decides what a file yields or what selection makes of it: a change to any of them
 # invalidates every cache, even without a new version number.
 CODE = (
@@ -138,6 +147,23 @@ class Index:
         if not isinstance(index.problems, dict):
             raise ValueError("no problems column")
         return index
+
+    def row(self, path: str) -> int | None:
+        """The row of `path` (the paths are sorted), or None."""
+        row = bisect_left(self.paths, path)
+        return row if row < len(self.paths) and self.paths[row] == path else None
+
+    def stat_of(self, path: str) -> tuple[int, int, int]:
+        """The stat of `path`, a file of the index."""
+        row = self.row(path)
+        if row is None:
+            raise KeyError(path)
+        return (self.stats[3 * row], self.stats[3 * row + 1], self.stats[3 * row + 2])
+
+    def digest_of(self, path: str) -> int | None:
+        """The digest of the record of `path` (reading.record_digest); None for a file the index lacks."""
+        row = self.row(path)
+        return None if row is None else self.columns["digests"][row]
 
     def payload(self) -> dict[str, Any]:
         return {"paths": self.paths, "stats": self.stats.tobytes(), **self.columns, "problems": self.problems}
@@ -374,3 +400,151 @@ class Records:
             raise
         return connection
 
+
+class ScanCache:
+    """The scan cache as one build sees it, the one way the catalog reaches its files: open it with the
+    build's listing (ScanCache(...)); ask whether the store is as it last saw it (unchanged()), for its
+    index and for the records of some articles (index(), articles()), and for the last selection
+    (last_selection()); give it what this scan read (adopt(), remember_selection()); save it (later() and
+    save_deferred(), or save()). Three files in the state folder: the index, the record table and the last
+    selection (see the top of this module)."""
+
+    def __init__(self, config: Config, listing: Listing, save: bool, memory: statefiles.Memory | None = None,
+                 defer_save: bool = False, decoded: dict[str, tuple[bytes, Article]] | None = None) -> None:
+        self.config = config
+        self.decoded = decoded  # the daemon's: the Articles of the last selection, by source, with their record
+        self.save_enabled = save
+        self.memory = memory
+        self.defer_save = defer_save
+        self._deferred: list[Callable[[], None]] = []
+        self.key = cache_key(config)
+        base = cache_prefix(config.state, config.store)
+        self.index_path = base.with_name(f"{base.name}.index")
+        self.feeds_path = base.with_name(f"{base.name}.feeds")
+        self.records = Records(base.with_name(f"{base.name}.records"), self.key)
+        digest = hashlib.sha256("\0".join(listing.paths).encode("utf-8", "surrogateescape"))
+        digest.update(listing.stats.tobytes())
+        self.digest = digest.hexdigest()  # changes when any file is added, removed, or changes its stat
+        self.newest = max(listing.stats[1::3], default=0)
+        self._file = statefiles.open_binary(self.index_path, self.key, "scan cache", memory)
+        self.header = self._file.header if self._file is not None else None
+        self._index: Index | None = None
+        self.fresh: dict[str, bytes] = {}  # encoded Articles read by this scan
+        # What this scan changed: the index it started from, and the files read again or deleted.
+        self.previous: Index | None = None
+        self.changes: Changes | None = None
+        self.changed_paths: set[str] = set()
+        self.entry_digests: dict[str, int | None] = {}  # record digests of the selected feeds' entries
+
+    def trusted_before(self) -> int:
+        """Files modified before this time can be judged by their stat (see RACY_NS)."""
+        return self.header["scanned_at"] - RACY_NS if self.header else 0
+
+    def unchanged(self) -> bool:
+        """Whether the store is exactly as the cached scan saw it, with every file too old to be racy."""
+        return (self.header is not None and self.header.get("digest") == self.digest
+                and self.newest < self.trusted_before())
+
+    def counts(self) -> dict[str, Any]:
+        """What the last scan counted (files, articles, not_articles, invalid) and its problems (as lists)."""
+        assert self.header is not None
+        return {**self.header["counts"], "problems": self.header["problems"]}
+
+    def index(self) -> Index:
+        """The cached index (empty when there is none, or when it is damaged)."""
+        if self._index is None:
+            self._index = Index()
+            if self._file is not None:
+                try:
+                    self._index = Index.from_payload(self._file.payload())
+                except (ValueError, TypeError, KeyError) as exc:
+                    logger.warning("%s: scan cache is damaged (%s); discarded, reading every file",
+                                   self.index_path, exc)
+                    self.header = None
+                self._file = None
+        return self._index
+
+    def adopt(self, index: Index, fresh: dict[str, bytes]) -> None:
+        """Take `index` as the index of this scan; `fresh` holds the encoded Articles it read."""
+        self._index = index
+        self.fresh = fresh
+
+    def later(self, save: Callable[[], None]) -> None:
+        """Save now, or when save_deferred() is called (collect's `defer_save`)."""
+        if self.defer_save:
+            self._deferred.append(save)
+        else:
+            save()
+
+    def save_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)()
+
+    def save(self, counts: dict[str, int], problems: list[list[Any]], started_ns: int, deleted: list[str]) -> None:
+        """Save the index this scan made (adopt()) and the records it read."""
+        index = self.index()
+        self.records.update(((path, *index.stat_of(path), encoded)
+                             for path, encoded in self.fresh.items()), deleted)
+        header = {"scanned_at": started_ns, "digest": self.digest, "counts": counts, "problems": problems}
+        statefiles.write_binary(self.index_path, self.key, header, index.payload(), self.memory)
+
+    def articles(self, sources: Iterable[str], known: dict[str, bytes] | None = None, selected: bool = False
+                 ) -> dict[str, tuple[Article, bytes]]:
+        """The full Articles of `sources`, with their encoded form: read by this scan, else in `known` (the
+        last selection's, for files this scan did not read), else from the record cache, else read again.
+        `selected`: these are the selection's entries, which the daemon keeps decoded for its next build."""
+        index = self.index()
+        found = {source: self.fresh[source] for source in sources if source in self.fresh}
+        if known:
+            found.update((source, known[source]) for source in sources
+                         if source not in found and source in known and source not in self.changed_paths)
+        wanted = {source: index.stat_of(source) for source in sources if source not in found}
+        found.update(self.records.get(wanted))
+        missing = [source for source in wanted if source not in found]
+        if missing:
+            logger.debug("%d articles missing from the record cache; reading their files again", len(missing))
+            for path in missing:
+                record = reading.read_record(self.config.store, path, self.config.assets_base_url,
+                                             body_limit(self.config.content, self.config.max_bytes))
+                if record.encoded is not None:
+                    found[path] = record.encoded
+                else:  # changed since the scan: left out now, the next build sees what it has become
+                    logger.warning("%s: changed while the build ran; left out until the next build", path)
+            if self.save_enabled:
+                self.records.update(((path, *wanted[path], found[path]) for path in missing if path in found), ())
+        decoded = self.decoded if selected else None
+        if decoded is None:
+            return {source: (reading.decode(encoded), encoded) for source, encoded in found.items()}
+        articles: dict[str, tuple[Article, bytes]] = {}
+        for source, encoded in found.items():
+            last = decoded.get(source)
+            articles[source] = (last[1] if last is not None and last[0] == encoded else reading.decode(encoded),
+                                encoded)
+        decoded.clear()  # what the next build may need: this selection's entries, no more
+        decoded.update((source, (encoded, article)) for source, (article, encoded) in articles.items())
+        return articles
+
+    def last_selection(self, settings: list[Any], moment: int) -> dict[str, Any] | None:
+        """The last selection, when it was made with these settings, on the store as the scan cache last saw
+        it, and no scheduled article has fallen due since (`moment`: microseconds since the epoch)."""
+        state = statefiles.open_binary(self.feeds_path, self.key, "last selection", self.memory)
+        if state is None:
+            return None
+        header = state.header
+        if (self.header is None or header.get("digest") != self.header.get("digest")
+                or header.get("settings") != settings or moment < header["now"]
+                or (header["next_due"] is not None and moment >= header["next_due"])):
+            state.close()
+            return None
+        try:
+            payload: dict[str, Any] = state.payload()
+            return payload
+        except ValueError as exc:
+            logger.warning("%s: last selection is damaged (%s); selecting again", self.feeds_path, exc)
+            return None
+
+    def remember_selection(self, settings: list[Any], moment: int, next_due: int | None,
+                           payload: dict[str, Any]) -> None:
+        """Keep a selection for last_selection(): made at `moment` with `settings`, valid until `next_due`."""
+        header = {"digest": self.digest, "settings": settings, "now": moment, "next_due": next_due}
+        statefiles.write_binary(self.feeds_path, self.key, header, payload, self.memory)

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import functools
 import gc
-import hashlib
 import logging
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -56,10 +54,6 @@ from publisher.stages.selection import (
 )
 
 logger = logging.getLogger(__name__)
-
-# A file modified this close to the start of the scan that cached it may change again within the same
-# tick of the file system's clock without its mtime moving: such a file is read again next time.
-RACY_NS = 1_000_000_000
 
 # From this many files to read (a cold build), their encoded Articles go into the record table as they are
 # read instead of being held until the scan is saved.
@@ -102,7 +96,7 @@ class Collection:
     problems: list[Problem] = field(default_factory=list)
     read: int = 0  # files read (parsed) by this scan; the others came from the scan cache
     changed: bool = True  # False: not one file changed since the last scan
-    cache: ScanState | None = field(default=None, repr=False)  # what select() works from
+    cache: scan_cache.ScanCache | None = field(default=None, repr=False)  # what select() works from
 
 
 @contextmanager
@@ -195,10 +189,10 @@ def _collect(config: Config, listing: store.Listing, save: bool, workers: int | 
              memory: BuildMemory | None, defer_save: bool) -> Collection:
     store.warn_without_libyaml()
     started_ns = listing.started_ns
-    cache = ScanState(config, listing, save, memory.files if memory is not None else None, defer_save,
-                      memory.decoded if memory is not None else None)
+    cache = scan_cache.ScanCache(config, listing, save, memory.files if memory is not None else None,
+                                 defer_save, memory.decoded if memory is not None else None)
     if cache.unchanged():
-        return cache.unchanged_collection()
+        return _unchanged_collection(cache)
     old = cache.index()
     changes = old.changes(listing.paths, listing.stats, cache.trusted_before())
     unread = [listing.paths[row] for row in changes.unread]
@@ -219,8 +213,19 @@ def _collect(config: Config, listing: store.Listing, save: bool, workers: int | 
     found = _collection(index, cache)
     found.read = len(unread)
     if save and (not changes.none or cache.header is None):
-        cache.later(functools.partial(cache.save, found, started_ns, changes.deleted))
+        counts = {"files": found.files, "articles": len(found.articles), "not_articles": found.not_articles,
+                  "invalid": found.invalid}
+        problems = [[p.source, p.field, p.reason, p.fatal] for p in found.problems]
+        cache.later(functools.partial(cache.save, counts, problems, started_ns, changes.deleted))
     return found
+
+
+def _unchanged_collection(cache: scan_cache.ScanCache) -> Collection:
+    """The Collection of an unchanged store, from what the cache counted last: summaries load when asked for."""
+    counts = cache.counts()
+    return Collection(files=counts["files"], not_articles=counts["not_articles"], invalid=counts["invalid"],
+                      articles=OnDemand(counts["articles"], lambda: summaries(cache.index())),
+                      problems=[Problem(*p) for p in counts["problems"]], read=0, changed=False, cache=cache)
 
 
 def _stored(add: Callable[[list[tuple[str, int, int, int, bytes]]], None], listing: store.Listing,
@@ -240,154 +245,6 @@ def _stored(add: Callable[[list[tuple[str, int, int, int, bytes]]], None], listi
     return keep
 
 
-class ScanState:
-    """The scan cache as one scan sees it: the files in the state folder, and what this scan found."""
-
-    def __init__(self, config: Config, listing: store.Listing, save: bool, memory: statefiles.Memory | None = None,
-                 defer_save: bool = False, decoded: dict[str, tuple[bytes, Article]] | None = None) -> None:
-        self.config = config
-        self.decoded = decoded  # the daemon's: the Articles of the last selection, by source, with their record
-        self.save_enabled = save
-        self.memory = memory
-        self.defer_save = defer_save
-        self._deferred: list[Callable[[], None]] = []
-        self.key = scan_cache.cache_key(config)
-        base = scan_cache.cache_prefix(config.state, config.store)
-        self.index_path = base.with_name(f"{base.name}.index")
-        self.feeds_path = base.with_name(f"{base.name}.feeds")
-        self.records = scan_cache.Records(base.with_name(f"{base.name}.records"), self.key)
-        digest = hashlib.sha256("\0".join(listing.paths).encode("utf-8", "surrogateescape"))
-        digest.update(listing.stats.tobytes())
-        self.digest = digest.hexdigest()  # changes when any file is added, removed, or changes its stat
-        self.newest = max(listing.stats[1::3], default=0)
-        self._file = statefiles.open_binary(self.index_path, self.key, "scan cache", memory)
-        self.header = self._file.header if self._file is not None else None
-        self._index: scan_cache.Index | None = None
-        self.fresh: dict[str, bytes] = {}  # encoded Articles read by this scan
-        # What this scan changed: the index it started from, and the files read again or deleted.
-        self.previous: scan_cache.Index | None = None
-        self.changes: scan_cache.Changes | None = None
-        self.changed_paths: set[str] = set()
-        self.entry_digests: dict[str, int | None] = {}  # record digests of the selected feeds' entries
-
-    def trusted_before(self) -> int:
-        """Files modified before this time can be judged by their stat (see RACY_NS)."""
-        return self.header["scanned_at"] - RACY_NS if self.header else 0
-
-    def unchanged(self) -> bool:
-        """Whether the store is exactly as the cached scan saw it, with every file too old to be racy."""
-        return (self.header is not None and self.header.get("digest") == self.digest
-                and self.newest < self.trusted_before())
-
-    def unchanged_collection(self) -> Collection:
-        """The Collection of an unchanged store, from the cache's header: summaries load when asked for."""
-        assert self.header is not None
-        counts = self.header["counts"]
-        return Collection(files=counts["files"], not_articles=counts["not_articles"], invalid=counts["invalid"],
-                          articles=OnDemand(counts["articles"], lambda: summaries(self.index())),
-                          problems=[Problem(*p) for p in self.header["problems"]], read=0, changed=False,
-                          cache=self)
-
-    def index(self) -> scan_cache.Index:
-        """The cached index (empty when there is none, or when it is damaged)."""
-        if self._index is None:
-            self._index = scan_cache.Index()
-            if self._file is not None:
-                try:
-                    self._index = scan_cache.Index.from_payload(self._file.payload())
-                except (ValueError, TypeError, KeyError) as exc:
-                    logger.warning("%s: scan cache is damaged (%s); discarded, reading every file",
-                                   self.index_path, exc)
-                    self.header = None
-                self._file = None
-        return self._index
-
-    def adopt(self, index: scan_cache.Index, fresh: dict[str, bytes]) -> None:
-        """Take `index` as the index of this scan; `fresh` holds the encoded Articles it read."""
-        self._index = index
-        self.fresh = fresh
-
-    def later(self, save: Callable[[], None]) -> None:
-        """Save now, or when save_deferred() is called (collect's `defer_save`)."""
-        if self.defer_save:
-            self._deferred.append(save)
-        else:
-            save()
-
-    def save_deferred(self) -> None:
-        while self._deferred:
-            self._deferred.pop(0)()
-
-    def save(self, found: Collection, started_ns: int, deleted: list[str]) -> None:
-        index = self.index()
-        self.records.update(((path, *_stat_of(index, path), encoded)
-                             for path, encoded in self.fresh.items()), deleted)
-        counts = {"files": found.files, "articles": len(found.articles), "not_articles": found.not_articles,
-                  "invalid": found.invalid}
-        header = {"scanned_at": started_ns, "digest": self.digest, "counts": counts,
-                  "problems": [[p.source, p.field, p.reason, p.fatal] for p in found.problems]}
-        statefiles.write_binary(self.index_path, self.key, header, index.payload(), self.memory)
-
-    def collection_articles(self) -> list[Summary]:
-        return summaries(self.index())
-
-    def articles(self, sources: Iterable[str], known: dict[str, bytes] | None = None, selected: bool = False
-                 ) -> dict[str, tuple[Article, bytes]]:
-        """The full Articles of `sources`, with their encoded form: read by this scan, else in `known` (the
-        last selection's, for files this scan did not read), else from the record cache, else read again.
-        `selected`: these are the selection's entries, which the daemon keeps decoded for its next build."""
-        index = self.index()
-        found = {source: self.fresh[source] for source in sources if source in self.fresh}
-        if known:
-            found.update((source, known[source]) for source in sources
-                         if source not in found and source in known and source not in self.changed_paths)
-        wanted = {source: _stat_of(index, source) for source in sources if source not in found}
-        found.update(self.records.get(wanted))
-        missing = [source for source in wanted if source not in found]
-        if missing:
-            logger.debug("%d articles missing from the record cache; reading their files again", len(missing))
-            for path in missing:
-                record = reading.read_record(self.config.store, path, self.config.assets_base_url,
-                                             body_limit(self.config.content, self.config.max_bytes))
-                if record.encoded is not None:
-                    found[path] = record.encoded
-                else:  # changed since the scan: left out now, the next build sees what it has become
-                    logger.warning("%s: changed while the build ran; left out until the next build", path)
-            if self.save_enabled:
-                self.records.update(((path, *wanted[path], found[path]) for path in missing if path in found), ())
-        decoded = self.decoded if selected else None
-        if decoded is None:
-            return {source: (reading.decode(encoded), encoded) for source, encoded in found.items()}
-        articles: dict[str, tuple[Article, bytes]] = {}
-        for source, encoded in found.items():
-            last = decoded.get(source)
-            articles[source] = (last[1] if last is not None and last[0] == encoded else reading.decode(encoded),
-                                encoded)
-        decoded.clear()  # what the next build may need: this selection's entries, no more
-        decoded.update((source, (encoded, article)) for source, (article, encoded) in articles.items())
-        return articles
-
-
-def _stat_of(index: scan_cache.Index, path: str) -> tuple[int, int, int]:
-    """The stat of `path`, a file of the index."""
-    row = _row(index, path)
-    if row is None:
-        raise KeyError(path)
-    return (index.stats[3 * row], index.stats[3 * row + 1], index.stats[3 * row + 2])
-
-
-def _digest_of(index: scan_cache.Index, path: str) -> int | None:
-    """The digest of the record of `path` (reading.record_digest); None for a file the index does not have."""
-    row = _row(index, path)
-    return None if row is None else index.columns["digests"][row]
-
-
-def _row(index: scan_cache.Index, path: str) -> int | None:
-    """The row of `path` in the index (its paths are sorted), or None."""
-    row = bisect_left(index.paths, path)
-    return row if row < len(index.paths) and index.paths[row] == path else None
-
-
 def select(collection: Collection, config: Config, now: datetime) -> tuple[Live, list[Feed]]:
     """live_articles(), tally() and feeds_from() on the summaries of a collect()ed store, then the feeds with
     the full Articles of their entries.
@@ -403,7 +260,7 @@ def select(collection: Collection, config: Config, now: datetime) -> tuple[Live,
     settings = selection_settings(config)
     moment = reading.microseconds(now)
     with _many_objects():
-        last = _last_selection(cache, settings, moment)
+        last = cache.last_selection(settings, moment)
         if last is not None and not collection.changed:
             return _reused(last, collection, moment)
         if last is not None and cache.changes is not None:
@@ -426,26 +283,6 @@ def selection_settings(config: Config) -> list[Any]:
     return [config.site.title, config.max_items, list(config.families), repr(config.curated)]
 
 
-def _last_selection(cache: ScanState, settings: list[Any], moment: int) -> dict[str, Any] | None:
-    """The last selection, when it was made with these settings, on the store as the scan cache last saw
-    it, and no scheduled article has fallen due since."""
-    state = statefiles.open_binary(cache.feeds_path, cache.key, "last selection", cache.memory)
-    if state is None:
-        return None
-    header = state.header
-    if (cache.header is None or header.get("digest") != cache.header.get("digest")
-            or header.get("settings") != settings or moment < header["now"]
-            or (header["next_due"] is not None and moment >= header["next_due"])):
-        state.close()
-        return None
-    try:
-        payload: dict[str, Any] = state.payload()
-        return payload
-    except ValueError as exc:
-        logger.warning("%s: last selection is damaged (%s); selecting again", cache.feeds_path, exc)
-        return None
-
-
 def _reused(last: dict[str, Any], collection: Collection, moment: int) -> tuple[Live, list[Feed]]:
     if collection.cache is not None:  # the entries' digests, without loading the index
         collection.cache.entry_digests = last.get("digests", {})
@@ -464,8 +301,8 @@ def _reused(last: dict[str, Any], collection: Collection, moment: int) -> tuple[
     return Live(live, unpublished, scheduled, duplicates, _next_due(held), held), feeds
 
 
-def _updated(last: dict[str, Any], cache: ScanState, config: Config, moment: int, families: tuple[Family, ...]
-             ) -> tuple[Live, list[Feed]] | None:
+def _updated(last: dict[str, Any], cache: scan_cache.ScanCache, config: Config, moment: int,
+             families: tuple[Family, ...]) -> tuple[Live, list[Feed]] | None:
     """The last selection updated with the files this scan read, or None when that cannot be exact: a
     changed file shares its URL with another file (which of them wins is a question for all of them), or
     an article that left was among the newest of a feed with more articles than it lists."""
@@ -473,7 +310,7 @@ def _updated(last: dict[str, Any], cache: ScanState, config: Config, moment: int
     index, previous = cache.index(), cache.previous
     removed, added = [], []
     for path in cache.changed_paths:
-        old_row, new_row = _row(previous, path), _row(index, path)
+        old_row, new_row = previous.row(path), index.row(path)
         old = _summary(previous, old_row) if old_row is not None else None
         new = _summary(index, new_row) if new_row is not None else None
         if old != new:  # a file that changed in ways selection does not see (its title) changes nothing here
@@ -504,33 +341,31 @@ def _updated(last: dict[str, Any], cache: ScanState, config: Config, moment: int
         return None
     logger.debug("selection updated with %d changed articles", len(removed) + len(added))
     held_list = [held[source] for source in sorted(held)]
-    live = Live(OnDemand(counts[LIVE], lambda: live_articles(cache.collection_articles(), moment).articles),
+    live = Live(OnDemand(counts[LIVE], lambda: live_articles(summaries(cache.index()), moment).articles),
                 counts[UNPUBLISHED], counts[SCHEDULED], duplicates, _next_due(held_list), held_list)
     feeds = feeds_from(counted, config.site.title, config.max_items, families)
     return _finish(cache, selection_settings(config), moment, live, counted, feeds, last["articles"])
 
 
-def _finish(cache: ScanState, settings: list[Any], moment: int, live: Live, counted: Tally,
+def _finish(cache: scan_cache.ScanCache, settings: list[Any], moment: int, live: Live, counted: Tally,
             selected: list[SelectedFeed], known: dict[str, bytes]) -> tuple[Live, list[Feed]]:
     """Resolve the feeds' entries into Articles, and keep the selection for the next build."""
     articles = cache.articles({entry.source for feed in selected for entry in feed.entries}, known, selected=True)
     feeds = [Feed(feed.spec, tuple(articles[entry.source][0] for entry in feed.entries if entry.source in articles),
                   feed.total) for feed in selected]
     index = cache.index()
-    cache.entry_digests.update((source, _digest_of(index, source)) for source in articles)
+    cache.entry_digests.update((source, index.digest_of(source)) for source in articles)
     if cache.save_enabled:
         cache.later(functools.partial(_remember, cache, settings, moment, live, counted, feeds,
                                       {source: encoded for source, (_, encoded) in articles.items()}))
     return live, feeds
 
 
-def _remember(cache: ScanState, settings: list[Any], moment: int, live: Live, counted: Tally,
+def _remember(cache: scan_cache.ScanCache, settings: list[Any], moment: int, live: Live, counted: Tally,
               feeds: list[Feed], encoded: dict[str, bytes]) -> None:
     kept = {entry.source: entry for labels in counted.kept.values() for newest in labels.values()
             for entry in newest}
     kept.update((entry.source, entry) for entry in live.held)
-    header = {"digest": cache.digest, "settings": settings, "now": moment,
-              "next_due": None if live.next_due is None else reading.microseconds(live.next_due)}
     payload = {
         "live": [len(live.articles), live.unpublished, live.scheduled, live.duplicates],
         "held": [entry.source for entry in live.held],
@@ -542,7 +377,8 @@ def _remember(cache: ScanState, settings: list[Any], moment: int, live: Live, co
         "articles": encoded,
         "digests": {source: cache.entry_digests.get(source) for source in encoded},
     }
-    statefiles.write_binary(cache.feeds_path, cache.key, header, payload, cache.memory)
+    next_due = None if live.next_due is None else reading.microseconds(live.next_due)
+    cache.remember_selection(settings, moment, next_due, payload)
 
 
 # What the archives (archives.py) ask of the catalog: the live articles and a digest of each one's record, to
@@ -566,7 +402,7 @@ def stamp_tokens(collection: Collection, feeds: Iterable[Feed]) -> Tokens:
     cache = _cache(collection)
     found = dict(cache.entry_digests)  # what select() knew of them (a no-op build never loads the index)
     for feed in feeds:
-        found.update((source, _digest_of(cache.index(), source)) for source in feed.sources if source not in found)
+        found.update((source, cache.index().digest_of(source)) for source in feed.sources if source not in found)
     return Tokens(reading_key(collection), found)
 
 
@@ -585,7 +421,7 @@ def reading_key(collection: Collection) -> str:
     return _cache(collection).key
 
 
-def _cache(collection: Collection) -> ScanState:
+def _cache(collection: Collection) -> scan_cache.ScanCache:
     if collection.cache is None:
         raise ValueError("the archives need a Collection made by collect()")
     return collection.cache
@@ -610,7 +446,7 @@ def _summary(index: scan_cache.Index, row: int) -> Summary | None:
                    c["topics"][row], *c["facets"][row])
 
 
-def _collection(index: scan_cache.Index, cache: ScanState) -> Collection:
+def _collection(index: scan_cache.Index, cache: scan_cache.ScanCache) -> Collection:
     """Counts, problems and article summaries of an index, in path order."""
     kinds = index.columns["kinds"]
     counts = Counter(kinds)
