@@ -24,6 +24,15 @@ from tests.s3_server import s3_server  # noqa: F401 - the fixture of a real S3 e
 # every xdist worker (seconds of CPU each). The CLI subprocesses get the same (cli_env).
 sys.dont_write_bytecode = False
 
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): two xdist workers per core. Most tests spend most of their time
+    waiting on other processes (daemons on their schedule and debounce, builds, servers, a browser) and
+    little on the CPU: with one worker per core, a core idles while its worker waits."""
+    return 2 * len(os.sched_getaffinity(0))
+
+
 REPO = Path(__file__).resolve().parents[1]
 # A copy of ../shared/corpus kept in the repository (tests/corpus/README.md), so a clone anywhere runs every test.
 CORPUS = Path(os.environ.get("PUBLISHER_CORPUS", REPO / "tests" / "corpus"))
