@@ -646,3 +646,22 @@ def test_a_record_held_while_reading_is_the_record_without_its_article_and_share
         assert first.setdefault(record.facets[0], record.facets[0]) is record.facets[0]
         assert first.setdefault(record.topics, record.topics) is record.topics
     assert len(with_provider) > len({record.facets[0] for record in with_provider})  # some repeat
+
+
+def test_page_cache_check_tells_a_cached_file_from_an_evicted_one(tmp_path):
+    """reading._prefetch asks the kernel to read ahead only when the files are not in the page cache."""
+    path = tmp_path / "a.md"
+    path.write_bytes(b"---\ntitle: x\n---\n" * 1000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        try:
+            os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+        except OSError as exc:  # this file system cannot tell: prefetching then always happens
+            pytest.skip(f"RWF_NOWAIT not supported here: {exc}")
+        assert reading._in_page_cache(str(path))
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages: dropped from the page cache
+    finally:
+        os.close(fd)
+    assert not reading._in_page_cache(str(path))
+    assert not reading._in_page_cache(str(tmp_path / "missing.md"))

@@ -135,8 +135,8 @@ def _prefetch(folder: str, paths: list[str]) -> None:
     """Ask the kernel to start reading all these files now, so that the disk works while this process
     parses: a cold build of a store that is not in the page cache otherwise waits on every file in turn
     (it halves such a build)."""
-    if not hasattr(os, "posix_fadvise"):
-        return
+    if not hasattr(os, "posix_fadvise") or (paths and _in_page_cache(os.path.join(folder, paths[0]))):
+        return  # the files of a store are all in the page cache, or none: asking costs 7 us a file
     for path in paths:
         try:
             fd = os.open(os.path.join(folder, path), os.O_RDONLY | os.O_NONBLOCK)
@@ -148,6 +148,23 @@ def _prefetch(folder: str, paths: list[str]) -> None:
             pass
         finally:
             os.close(fd)
+
+
+def _in_page_cache(path: str) -> bool:
+    """Whether the first byte of the file is in the page cache (a read that must not wait for the disk
+    succeeds); False when that cannot be told."""
+    if not hasattr(os, "RWF_NOWAIT"):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT) == 1
+    except OSError:  # EAGAIN: it would wait for the disk; or a file system without RWF_NOWAIT
+        return False
+    finally:
+        os.close(fd)
 
 
 def read_record(root: Path, path: str, base: str | None, body_limit: int = DEFAULT_BODY_LIMIT) -> FileRecord:
