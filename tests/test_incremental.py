@@ -632,22 +632,25 @@ def test_a_no_op_rebuild_decodes_only_the_newest_entry_of_each_feed(site, monkey
     assert 0 < len(decoded) <= len(again.feeds)
 
 
-def test_a_record_held_while_reading_is_the_record_without_its_article_and_shares_what_repeats():
+def test_rows_read_become_index_columns_in_order_sharing_what_repeats():
     corpus = require_corpus()
     paths = sorted(str(p.relative_to(corpus)) for p in corpus.rglob("*.md"))[:40]
     records = reading.read_chunk(str(corpus), paths, "https://everyday-cc.github.io/ai/")
-    shared: dict = {}
-    held = [scan_cache.shared_record(record, shared) for record in records]
-    assert held == [record._replace(encoded=None) for record in records]
-    assert all(type(record) is reading.FileRecord for record in held)
-    with_provider = [record for record in held if record.facets and record.facets[0]]
-    first = {}
-    for record in with_provider:  # one object per distinct provider key and topics list
-        assert first.setdefault(record.facets[0], record.facets[0]) is record.facets[0]
-        assert first.setdefault(record.topics, record.topics) is record.topics
-    assert len(with_provider) > len({record.facets[0] for record in with_provider})  # some repeat
-
-
+    read, stored = scan_cache.ReadRows(), scan_cache.ReadRows()
+    for start in range(0, len(paths), 7):  # in batches, as the workers hand them back
+        read.add(paths[start:start + 7], records[start:start + 7])
+        stored.add(paths[start:start + 7], records[start:start + 7], stored=True)
+    for name, attribute in scan_cache.RECORD_FIELDS.items():
+        assert read.columns[name] == [getattr(record, attribute) for record in records], name
+    assert read.problems == {path: r.problems for path, r in zip(paths, records, strict=True) if r.problems}
+    assert read.fresh == {path: r.encoded for path, r in zip(paths, records, strict=True) if r.encoded}
+    assert stored.fresh == {} and stored.columns == read.columns
+    facets = [f for f in read.columns["facets"] if f and f[0]]
+    first: dict = {}
+    for provider, topics in zip(facets, read.columns["topics"], strict=False):  # one object per distinct value
+        assert first.setdefault(provider[0], provider[0]) is provider[0]
+        assert first.setdefault(topics, topics) is topics
+    assert len(facets) > len({f[0] for f in facets})  # some repeat
 def test_page_cache_check_tells_a_cached_file_from_an_evicted_one(tmp_path):
     """reading._prefetch asks the kernel to read ahead only when the files are not in the page cache."""
     path = tmp_path / "a.md"

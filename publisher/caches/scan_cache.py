@@ -187,61 +187,65 @@ class Index:
             unread.update(row for row, mtime in enumerate(mtimes) if mtime >= trusted_before)
         return Changes(runs, sorted(unread), [self.paths[row] for row in deleted])
 
-    def updated(self, paths: list[str], stats: array[int], changes: Changes,
-                records: Mapping[str, FileRecord]) -> Index:
-        """A new index for the listing: rows copied from this one in runs, `records` for the rows read."""
+    def updated(self, paths: list[str], stats: array[int], changes: Changes, read: ReadRows) -> Index:
+        """A new index for the listing: rows copied from this one in runs, `read` for the rows read (in the
+        order of changes.unread)."""
         rows = len(paths)
-        if not changes.runs and len(changes.unread) == rows:  # every file read (a cold build): columns at once
-            return Index(paths, stats, _columns([records[path] for path in paths]),
-                         {path: records[path].problems for path in paths if records[path].problems})
+        if not changes.runs and len(changes.unread) == rows:  # every file read (a cold build): its columns
+            return Index(paths, stats, read.columns, read.problems)
         columns: dict[str, list[Any]] = {name: [None] * rows for name in RECORD_COLUMNS}
         for new, old, length in changes.runs:
             for name in RECORD_COLUMNS:
                 columns[name][new:new + length] = self.columns[name][old:old + length]
+        for name in RECORD_COLUMNS:
+            column = columns[name]
+            for row, value in zip(changes.unread, read.columns[name], strict=True):
+                column[row] = value
         problems = dict(self.problems)
         for path in changes.deleted:
             problems.pop(path, None)
-        shared: dict[Any, Any] = {}
         for row in changes.unread:
-            path = paths[row]
-            record = records[path]
-            for name, attribute in RECORD_FIELDS.items():
-                columns[name][row] = getattr(record, attribute)
-            columns["topics"][row] = _shared(record.topics, shared)
-            columns["facets"][row] = _shared_facets(record.facets, shared)
-            if record.problems:
-                problems[path] = record.problems
-            else:
-                problems.pop(path, None)
+            problems.pop(paths[row], None)
+        problems.update(read.problems)
         return Index(paths, stats, columns, dict(sorted(problems.items())))
 
 
-def _columns(records: list[FileRecord]) -> dict[str, list[Any]]:
-    """The index columns of `records`, one row each, by transposing them."""
-    if not records:
-        return {name: [] for name in RECORD_COLUMNS}
-    fields = list(zip(*records, strict=True))
-    positions = {name: records[0]._fields.index(attribute) for name, attribute in RECORD_FIELDS.items()}
-    columns = {name: list(fields[position]) for name, position in positions.items()}
-    shared: dict[Any, Any] = {}
-    columns["topics"] = [_shared(topics, shared) for topics in columns["topics"]]
-    columns["facets"] = [_shared_facets(facets, shared) for facets in columns["facets"]]
-    return columns
+class ReadRows:
+    """What the files read by one scan yielded, as index columns in the order they were read, added batch
+    by batch as the reading workers hand their records back, so that a cold build never holds 100,000
+    records at once; with their problems, and their encoded Articles unless the record table took them.
 
+    The topics lists, provider names, logos and types repeat across thousands of rows: each distinct one
+    is held once, so marshal writes it once and a reference after (the index of 100,000 files is a quarter
+    smaller and loads in two thirds of the time) and it takes less memory once loaded."""
 
-# The same lists of topics, provider names and logos come back in thousands of rows. Held as one object
-# each, marshal writes each once (then a reference): the index of 100,000 files is a quarter smaller and
-# loads in two thirds of the time, and takes less memory once loaded.
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in RECORD_COLUMNS}
+        self.problems: dict[str, tuple[Any, ...]] = {}
+        self.fresh: dict[str, bytes] = {}  # encoded Articles not in the record table yet
+        self._shared: dict[Any, Any] = {}
+
+    def add(self, paths: list[str], records: list[FileRecord], stored: bool = False) -> None:
+        """Add the records of `paths`, in order; `stored`: their encoded Articles are in the record table."""
+        if not records:
+            return
+        fields = list(zip(*records, strict=True))
+        for name, attribute in RECORD_FIELDS.items():
+            values: Iterable[Any] = fields[FileRecord._fields.index(attribute)]
+            if name == "topics":
+                values = (_shared(topics, self._shared) for topics in values)
+            elif name == "facets":
+                values = (_shared_facets(facets, self._shared) for facets in values)
+            self.columns[name].extend(values)
+        self.problems.update((path, record.problems) for path, record in zip(paths, records, strict=True)
+                             if record.problems)
+        if not stored:
+            self.fresh.update((path, record.encoded) for path, record in zip(paths, records, strict=True)
+                              if record.encoded is not None)
+
 
 def _shared(value: Any, shared: dict[Any, Any]) -> Any:
     return shared.setdefault(value, value)
-
-
-def shared_record(record: FileRecord, shared: dict[Any, Any]) -> FileRecord:
-    """`record` without its encoded Article and with its topics, provider and type shared (`shared` holds
-    them): what a cold build holds of each of 100,000 records until the index is made, half the memory."""
-    return tuple.__new__(type(record), (*record[:5], _shared(record.topics, shared),
-                                        _shared_facets(record.facets, shared), *record[7:-1], None))
 
 
 def _shared_facets(facets: tuple[Any, ...] | None, shared: dict[Any, Any]) -> tuple[Any, ...] | None:

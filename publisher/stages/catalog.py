@@ -196,20 +196,18 @@ def _collect(config: Config, listing: store.Listing, save: bool, workers: int | 
     old = cache.index()
     changes = old.changes(listing.paths, listing.stats, cache.trusted_before())
     unread = [listing.paths[row] for row in changes.unread]
-    records: dict[str, reading.FileRecord] = {}
+    read = scan_cache.ReadRows()
     if unread:
         logger.debug("reading %d of %d files (the others are unchanged since the last scan)",
                      len(unread), len(listing))
         with cache.records.adding(save and len(unread) >= STORE_WHILE_READING) as add:
-            records = reading.read_files(config.store, unread, config.assets_base_url,
-                                         workers or reading.available_cores(),
-                                         reading.PARALLEL_FROM if parallel_from is None else parallel_from,
-                                         body_limit(config.content, config.max_bytes),
-                                         None if add is None else _stored(add, listing, changes.unread))
-    index = old if changes.none else old.updated(listing.paths, listing.stats, changes, records)
+            reading.read_files(config.store, unread, config.assets_base_url, workers or reading.available_cores(),
+                               reading.PARALLEL_FROM if parallel_from is None else parallel_from,
+                               body_limit(config.content, config.max_bytes), _taken(read, add, listing, changes.unread))
+    index = old if changes.none else old.updated(listing.paths, listing.stats, changes, read)
     cache.previous, cache.changes = old, changes
     cache.changed_paths = set(unread) | set(changes.deleted)
-    cache.adopt(index, {path: record.encoded for path, record in records.items() if record.encoded is not None})
+    cache.adopt(index, read.fresh)
     found = _collection(index, cache)
     found.read = len(unread)
     if save and (not changes.none or cache.header is None):
@@ -228,21 +226,23 @@ def _unchanged_collection(cache: scan_cache.ScanCache) -> Collection:
                       problems=[Problem(*p) for p in counts["problems"]], read=0, changed=False, cache=cache)
 
 
-def _stored(add: Callable[[list[tuple[str, int, int, int, bytes]]], None], listing: store.Listing,
-            rows: list[int]) -> reading.Keep:
-    """What to keep of the records as they are read: their encoded Articles go into the record table at once
-    (a cold build of 100,000 files would otherwise hold hundreds of megabytes of them until it saves)."""
+def _taken(read: scan_cache.ReadRows, add: Callable[[list[tuple[str, int, int, int, bytes]]], None] | None,
+           listing: store.Listing, rows: list[int]) -> reading.Keep:
+    """What becomes of the records as they are read: each batch goes into `read` at once, and with `add`
+    (a big read: a cold build) its encoded Articles go into the record table, so that nothing holds 100,000
+    records until the index is made."""
     stats, done = listing.stats, 0  # batches come in the order of `rows`
-    shared: dict[Any, Any] = {}  # see scan_cache.shared_record
 
-    def keep(paths: list[str], read: list[reading.FileRecord]) -> list[reading.FileRecord]:
+    def take(paths: list[str], records: list[reading.FileRecord]) -> list[reading.FileRecord]:
         nonlocal done
         batch, done = rows[done:done + len(paths)], done + len(paths)
-        add([(path, stats[3 * row], stats[3 * row + 1], stats[3 * row + 2], record.encoded)
-             for path, row, record in zip(paths, batch, read, strict=True) if record.encoded is not None])
-        return [scan_cache.shared_record(record, shared) for record in read]
+        if add is not None:
+            add([(path, stats[3 * row], stats[3 * row + 1], stats[3 * row + 2], record.encoded)
+                 for path, row, record in zip(paths, batch, records, strict=True) if record.encoded is not None])
+        read.add(paths, records, stored=add is not None)
+        return []  # nothing more to hold
 
-    return keep
+    return take
 
 
 def select(collection: Collection, config: Config, now: datetime) -> tuple[Live, list[Feed]]:

@@ -78,8 +78,9 @@ def _fork(jobs: Sequence[Callable[[], T]], share: range) -> tuple[int, int] | No
         # store) into the child's own memory.
         gc.freeze()
         try:
-            with os.fdopen(fd, "wb") as stream:
-                pickle.dump(_run_each(jobs, share), stream, protocol=pickle.HIGHEST_PROTOCOL)
+            with os.fdopen(fd, "wb") as stream:  # each job's result as soon as it is there: none is held
+                for index in share:
+                    pickle.dump(jobs[index](), stream, protocol=pickle.HIGHEST_PROTOCOL)
             status = 0
         finally:
             os._exit(status)
@@ -95,8 +96,7 @@ def _collect(jobs: Sequence[Callable[[], T]], share: range, child: tuple[int, in
             if status == 0:
                 with os.fdopen(fd, "rb", closefd=False) as stream:
                     stream.seek(0)
-                    rendered: list[T] = pickle.load(stream)
-                return dict(zip(share, rendered, strict=True))
+                    return {index: pickle.load(stream) for index in share}
             logger.debug("a rendering process failed (status %s); rendering its share here", status)
         finally:
             os.close(fd)
