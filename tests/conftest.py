@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import logging
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 import time
@@ -66,19 +69,32 @@ def require_corpus() -> Path:
 
 @pytest.fixture(scope="session")
 def corpus_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The whole corpus built twice through the CLI, once per test session: the output, both runs' results,
-    and snapshots of the output after each."""
+    """The whole corpus built twice through the CLI, once per test run: the output, both runs' results, and
+    snapshots of the output after each. Tests only read it, so the xdist workers share one: the first to ask
+    builds it, under a lock in the folder that holds the run's workers' temporary folders; the others load
+    what it recorded."""
     corpus = require_corpus()
-    folder = tmp_path_factory.mktemp("corpus")
-    config = write_config(folder, store=str(corpus), max_items=1000,
-                          assets_base_url="https://everyday-cc.github.io/ai/")
-    first = run_cli("build", "-c", config)
-    assert first.returncode == 0, first.stderr
-    out = folder / "out"
-    before = snapshot(out)
-    second = run_cli("build", "-c", config)
-    return {"folder": folder, "config": config, "out": out, "first": first, "second": second,
-            "before": before, "after": snapshot(out)}
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    folder, record = shared / "corpus", shared / "corpus.pickle"
+    with (shared / "corpus.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if record.exists():
+            return dict(pickle.loads(record.read_bytes()))
+        shutil.rmtree(folder, ignore_errors=True)  # what a worker whose build failed left
+        folder.mkdir()
+        config = write_config(folder, store=str(corpus), max_items=1000,
+                              assets_base_url="https://everyday-cc.github.io/ai/")
+        first = run_cli("build", "-c", config)
+        assert first.returncode == 0, first.stderr
+        out = folder / "out"
+        before = snapshot(out)
+        second = run_cli("build", "-c", config)
+        built = {"folder": folder, "config": config, "out": out, "first": first, "second": second,
+                 "before": before, "after": snapshot(out)}
+        record.write_bytes(pickle.dumps(built))
+        return built
 
 
 def write_config(folder: Path, **settings: Any) -> Path:
