@@ -372,7 +372,7 @@ def test_sigkill_at_random_moments_leaves_old_or_new_bytes(tmp_path):
         for path, data in current.items():
             assert data in (expected["a"].get(path), expected["b"].get(path)), (seed, attempt, path)
         well_formed(out)
-    final = run_cli("build", "-q", "-c", configs["b"])
+    final = run_main("build", "-q", "-c", configs["b"])
     assert final.returncode == 0, final.stderr
     assert temporaries(out) == []
     assert {p: d for p, (d, _) in snapshot(out).items()} == expected["b"]
