@@ -21,7 +21,7 @@ from publisher.stages.catalog import Collection
 from publisher.stages.mirror import mirror_store, store_label
 from publisher.stages.pages import feed_page, page_path, site_pages
 from publisher.stages.precompress import gzip_copies
-from publisher.stages.render import FORMATS, Format, render_within
+from publisher.stages.render import FORMATS, FeedEntries, Format, render_within
 from publisher.stages.render_pool import run_jobs
 from publisher.stages.selection import Feed
 from publisher.stages.targets import Target, open_target
@@ -191,9 +191,10 @@ def _render(feeds: list[Feed], formats: list[Format], config: Config,
 
 def _render_feed(feed: Feed, formats: list[Format], config: Config, gzip: bool) -> _Rendered:
     rendered = _Rendered({}, {}, [])
+    entries: FeedEntries = {}  # made once for the feed's Atom and RSS documents
     for fmt in formats:
         name = f"{feed.spec.path}{fmt.extension}"
-        fitted = render_within(feed, fmt, config.site, config.websub.hubs, config.max_bytes)
+        fitted = render_within(feed, fmt, config.site, config.websub.hubs, config.max_bytes, entries)
         rendered.files[name] = fitted.data
         if fitted.trimmed:
             rendered.trimmed[name] = Trim(feed.spec.path, fitted.kept, fitted.total, fitted.without_content,

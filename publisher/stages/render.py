@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from feedgen.ext.base import BaseEntryExtension, BaseExtension
 from feedgen.feed import FeedGenerator
@@ -49,16 +48,27 @@ class Format:
     media_type: str
     label: str  # what people call it, for links on the index page
     # (feed, this format, site, WebSub hub URLs) -> the complete document
-    render: Callable[[Feed, Format, SiteConfig, tuple[str, ...]], bytes]
+    render: Renderer
+
+
+# feedgen entries already made for these Articles: one feed's Atom and RSS documents (and the renderings of a
+# fit into max_bytes) share them, since making an entry costs as much as writing it out.
+FeedEntries = dict[Article, Any]
+
+
+class Renderer(Protocol):
+    def __call__(self, feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...],
+                 entries: FeedEntries | None = None) -> bytes: ...
 
 
 def feed_url(site: SiteConfig, feed: Feed, fmt: Format) -> str:
     return f"{site.base_url}{feed.spec.path}{fmt.extension}"
 
 
-def render(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...] = ()) -> bytes:
-    """The complete document of `feed` in format `fmt`. Same feed, same bytes."""
-    return fmt.render(feed, fmt, site, tuple(hubs))
+def render(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...] = (),
+           entries: FeedEntries | None = None) -> bytes:
+    """The complete document of `feed` in format `fmt`. Same feed, same bytes. `entries`: see FeedEntries."""
+    return fmt.render(feed, fmt, site, tuple(hubs), entries)
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,8 @@ class Fitted:
         return self.kept < self.total or self.without_content
 
 
-def render_within(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...], max_bytes: int) -> Fitted:
+def render_within(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...], max_bytes: int,
+                  entries: FeedEntries | None = None) -> Fitted:
     """The document of `feed` in `fmt` in at most `max_bytes` bytes: the newest entries that fit, in order.
 
     The newest entry is always kept: without its content when it does not fit with it (the excerpt stays).
@@ -85,14 +96,14 @@ def render_within(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ..
     lists (dates have fixed widths, so nothing else changes its size). Families that cut feeds into pages
     (archives) call this with the entries of a page."""
     total = len(feed.entries)
-    data = render(feed, fmt, site, hubs)
+    data = render(feed, fmt, site, hubs, entries)
     if len(data) <= max_bytes or total == 0:
         return Fitted(data, total, total, without_content=False, over=len(data) > max_bytes)
     fits, too_many = 0, total  # the most entries known to fit, the fewest known not to
     best = b""
     while too_many - fits > 1:
         middle = (fits + too_many) // 2
-        candidate = render(replace(feed, entries=feed.entries[:middle]), fmt, site, hubs)
+        candidate = render(replace(feed, entries=feed.entries[:middle]), fmt, site, hubs, entries)
         if len(candidate) <= max_bytes:
             fits, best = middle, candidate
         else:
@@ -100,25 +111,36 @@ def render_within(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ..
     if fits:
         return Fitted(best, fits, total, without_content=False, over=False)
     newest = replace(feed.entries[0], content=None)
-    data = render(replace(feed, entries=(newest,)), fmt, site, hubs)
+    data = render(replace(feed, entries=(newest,)), fmt, site, hubs, entries)
     return Fitted(data, 1, total, without_content=feed.entries[0].content is not None,
                   over=len(data) > max_bytes)
 
 
-def _atom(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> bytes:
-    document: bytes = _feedgen(feed, fmt, site, hubs).atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+def _atom(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...],
+          entries: FeedEntries | None = None) -> bytes:
+    generator = _feedgen(feed, fmt, site, hubs, entries)
+    document: bytes = generator.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
     return document
 
 
-def _rss(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> bytes:
-    document: bytes = _feedgen(feed, fmt, site, hubs).rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
+def _rss(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...],
+         entries: FeedEntries | None = None) -> bytes:
+    generator = _feedgen(feed, fmt, site, hubs, entries)
+    document: bytes = generator.rss_str(pretty=True, encoding="UTF-8", xml_declaration=True)
     return document
 
 
-def _feedgen(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> FeedGenerator:
+def _feedgen(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...],
+             entries: FeedEntries | None) -> FeedGenerator:
     fg = _generator(feed, fmt, site, hubs)
     for article in feed.entries:
-        _add_entry(fg, article)
+        made = entries.get(article) if entries is not None else None
+        if made is not None:  # its entry extensions are registered already: add_entry leaves them as they are
+            fg.add_entry(feedEntry=made, order="append")
+            continue
+        made = _add_entry(fg, article)
+        if entries is not None:
+            entries[article] = made
     return fg
 
 
@@ -177,7 +199,7 @@ def _history_links(feed: Feed, fmt: Format, site: SiteConfig) -> list[tuple[str,
     return [(f"{site.base_url}{path}{fmt.extension}", rel, fmt.media_type) for path, rel in targets if path]
 
 
-def _add_entry(fg: FeedGenerator, article: Article) -> None:
+def _add_entry(fg: FeedGenerator, article: Article) -> Any:
     fe = fg.add_entry(order="append")  # feedgen prepends by default
     fe.id(article.id)  # also the RSS guid, isPermaLink="false"
     fe.title(article.title)
@@ -197,6 +219,7 @@ def _add_entry(fg: FeedGenerator, article: Article) -> None:
         fe.category(term=topic)
     fe.atom_enclosures.images = article.enclosures
     fe.rss_item.article = article
+    return fe
 
 
 def feed_description(feed: Feed, site: SiteConfig) -> str:
@@ -314,7 +337,8 @@ def _dimensions(image: Image) -> dict[str, str]:
     return {key: str(value) for key, value in sizes.items() if value}
 
 
-def _json_feed(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...]) -> bytes:
+def _json_feed(feed: Feed, fmt: Format, site: SiteConfig, hubs: tuple[str, ...],
+               entries: FeedEntries | None = None) -> bytes:
     """JSON Feed 1.1: the same entries in the same order with the same ids as the Atom and RSS feeds."""
     document: dict[str, Any] = {
         "version": JSON_FEED_VERSION,
