@@ -668,3 +668,19 @@ def test_page_cache_check_tells_a_cached_file_from_an_evicted_one(tmp_path):
         os.close(fd)
     assert not reading._in_page_cache(str(path))
     assert not reading._in_page_cache(str(tmp_path / "missing.md"))
+
+
+def test_paths_added_and_deleted_are_found_as_sets_find_them():
+    rng = random.Random(3)
+    universe = sorted({f"news/{rng.randrange(10**6):07d}.md" for _ in range(6000)})
+    for changes in (0, 1, 2, 5, 40, 3000, len(universe)):
+        old = sorted(rng.sample(universe, 5000))
+        new = set(old)
+        for path in rng.sample(universe, changes):  # add what is missing, delete what is there
+            new.symmetric_difference_update({path})
+        new_list = sorted(new)
+        added, deleted = scan_cache._added_and_deleted(new_list, old)
+        assert [new_list[row] for row in added] == sorted(new - set(old)), changes
+        assert [old[row] for row in deleted] == sorted(set(old) - new), changes
+    assert scan_cache._added_and_deleted([], ["a"]) == ([], [0])
+    assert scan_cache._added_and_deleted(["a", "b"], []) == ([0, 1], [])
