@@ -1,10 +1,10 @@
 """S3-compatible storage, for real: moto's S3 server on 127.0.0.1 (tests/s3_server.py), the publisher talking
 to it over HTTP with boto3, credentials from the environment as in production.
 
-The publisher runs as a subprocess (run_cli) for a test's first build or the build whose exit the test is
-about, and where processes are the point (a kill, the daemon and a second publisher); its other builds run
-in this process (run_main: the same command and output, without a second of interpreter start and boto3
-imports each), on the state and the bucket a subprocess left."""
+The publisher runs as a subprocess (run_cli) for the builds whose exit a test is about, for the first upload
+to a bucket and the first build from one, and where processes are the point (a kill, the daemon and a second
+publisher); its other builds run in this process (run_main: the same command and output, without a second
+of interpreter start and boto3 imports each), mostly on the state and the bucket a subprocess left."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ def test_a_changed_feed_is_uploaded_feeds_first_and_a_removed_topic_deleted_but_
     client.put_object(Bucket=bucket, Key="feeds/topics/robots.atom.bak", Body=b"someone else's")
     client.put_object(Bucket=bucket, Key="feeds/robots.txt", Body=b"User-agent: *\n")
     config = bucket_config(tmp_path / "remote", s3_server, bucket)
-    assert run_cli("build", "-q", "-c", config).returncode == 0
+    assert run_main("build", "-q", "-c", config).returncode == 0
     assert "topics/robots.atom" in objects(client, bucket)
 
     (tmp_path / "store" / "robots-0.md").unlink()
