@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 3
+FORMAT = 4
 # A file modified this close to the start of the scan that cached it may change again within the same
 # tick of the file system's clock without its mtime moving: such a file is read again next time.
 RACY_NS = 1_000_000_000
@@ -105,6 +105,9 @@ def _version(package: str) -> str:
 RECORD_FIELDS = {"kinds": "kind", "ids": "id", "published": "published", "updated": "updated",
                  "flags": "is_published", "topics": "topics", "facets": "facets", "digests": "digest"}
 RECORD_COLUMNS = tuple(RECORD_FIELDS)
+# Columns of 64-bit integers, held as arrays (8 bytes a row, not an int object of 32): an article's dates
+# (microseconds) and its record's digest; 0 in the rows of files that are not articles, which nothing reads.
+INTEGER_COLUMNS = ("published", "updated", "digests")
 
 
 @dataclass
@@ -126,7 +129,7 @@ class Index:
 
     paths: list[str] = field(default_factory=list)
     stats: array[int] = field(default_factory=lambda: array("q"))  # size, mtime_ns, inode per row
-    columns: dict[str, list[Any]] = field(default_factory=lambda: {name: [] for name in RECORD_COLUMNS})
+    columns: dict[str, Any] = field(default_factory=lambda: _empty_columns(0))  # lists, arrays (INTEGER_COLUMNS)
     problems: dict[str, tuple[Any, ...]] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -139,9 +142,13 @@ class Index:
             raise ValueError("not an index")
         stats = array("q")
         stats.frombytes(payload["stats"])
-        index = cls(payload["paths"], stats, {name: payload[name] for name in RECORD_COLUMNS}, payload["problems"])
+        columns = {name: payload[name] for name in RECORD_COLUMNS}
+        for name in INTEGER_COLUMNS:
+            columns[name] = array("q")
+            columns[name].frombytes(payload[name])
+        index = cls(payload["paths"], stats, columns, payload["problems"])
         rows = len(index.paths)
-        if len(stats) != 3 * rows or any(not isinstance(column, list) or len(column) != rows
+        if len(stats) != 3 * rows or any(not isinstance(column, (list, array)) or len(column) != rows
                                          for column in index.columns.values()):
             raise ValueError("columns of different lengths")
         if not isinstance(index.problems, dict):
@@ -163,10 +170,15 @@ class Index:
     def digest_of(self, path: str) -> int | None:
         """The digest of the record of `path` (reading.record_digest); None for a file the index lacks."""
         row = self.row(path)
-        return None if row is None else self.columns["digests"][row]
+        if row is None or self.columns["kinds"][row] != reading.ARTICLE:
+            return None
+        digest: int = self.columns["digests"][row]
+        return digest
 
     def payload(self) -> dict[str, Any]:
-        return {"paths": self.paths, "stats": self.stats.tobytes(), **self.columns, "problems": self.problems}
+        columns = {name: column.tobytes() if name in INTEGER_COLUMNS else column
+                   for name, column in self.columns.items()}
+        return {"paths": self.paths, "stats": self.stats.tobytes(), **columns, "problems": self.problems}
 
     def changes(self, paths: list[str], stats: array[int], trusted_before: int) -> Changes:
         """What differs between this index and a listing (`paths`, sorted, and their `stats`). Files at the
@@ -187,7 +199,7 @@ class Index:
         rows = len(paths)
         if not changes.runs and len(changes.unread) == rows:  # every file read (a cold build): its columns
             return Index(paths, stats, read.columns, read.problems)
-        columns: dict[str, list[Any]] = {name: [None] * rows for name in RECORD_COLUMNS}
+        columns = _empty_columns(rows)
         for new, old, length in changes.runs:
             for name in RECORD_COLUMNS:
                 columns[name][new:new + length] = self.columns[name][old:old + length]
@@ -214,7 +226,7 @@ class ReadRows:
     smaller and loads in two thirds of the time) and it takes less memory once loaded."""
 
     def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {name: [] for name in RECORD_COLUMNS}
+        self.columns = _empty_columns(0)
         self.problems: dict[str, tuple[Any, ...]] = {}
         self.fresh: dict[str, bytes] = {}  # encoded Articles not in the record table yet
         self._shared: dict[Any, Any] = {}
@@ -226,7 +238,9 @@ class ReadRows:
         fields = list(zip(*records, strict=True))
         for name, attribute in RECORD_FIELDS.items():
             values: Iterable[Any] = fields[FileRecord._fields.index(attribute)]
-            if name == "topics":
+            if name in INTEGER_COLUMNS:
+                values = (0 if value is None else value for value in values)
+            elif name == "topics":
                 values = (_shared(topics, self._shared) for topics in values)
             elif name == "facets":
                 values = (_shared_facets(facets, self._shared) for facets in values)
@@ -236,6 +250,12 @@ class ReadRows:
         if not stored:
             self.fresh.update((path, record.encoded) for path, record in zip(paths, records, strict=True)
                               if record.encoded is not None)
+
+
+def _empty_columns(rows: int) -> dict[str, Any]:
+    """Index columns of `rows` rows, each None (0 in the integer columns)."""
+    return {name: array("q", bytes(8 * rows)) if name in INTEGER_COLUMNS else [None] * rows
+            for name in RECORD_COLUMNS}
 
 
 def _shared(value: Any, shared: dict[Any, Any]) -> Any:

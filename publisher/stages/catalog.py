@@ -84,6 +84,10 @@ class OnDemand(Sequence[T]):
             self._items = self._produce()
         return self._items
 
+    def forget(self) -> None:
+        """Let go of the items: they are produced again if asked for."""
+        self._items = None
+
 
 @dataclass
 class Collection:
@@ -269,8 +273,14 @@ def select(collection: Collection, config: Config, now: datetime) -> tuple[Live,
                 return updated
         live = live_articles(collection.articles, moment)
         counted = tally(live.articles, config.max_items, families)
-        return _finish(cache, settings, moment, live, counted, feeds_from(counted, config.site.title,
-                                                                         config.max_items, families), {})
+        feeds = feeds_from(counted, config.site.title, config.max_items, families)
+        # A summary of every article (100,000 of them: 20 MB) is not looked at again, unless the archives
+        # go through them next: made again if anything asks, not held while the feeds are rendered.
+        live = replace(live, articles=OnDemand(len(live.articles),
+                                               lambda: live_articles(collection.articles, moment).articles))
+        if isinstance(collection.articles, OnDemand) and not config.archives:
+            collection.articles.forget()
+        return _finish(cache, settings, moment, live, counted, feeds, {})
 
 
 def feed_families(config: Config) -> tuple[Family, ...]:
@@ -401,8 +411,8 @@ def file_tokens(collection: Collection) -> dict[str, int]:
     """Per article file, a number that changes when the Article it yields does: the digest of its record
     (reading.record_digest), kept in the index, so no article is loaded to know it."""
     index = _cache(collection).index()
-    return {path: digest for path, digest in zip(index.paths, index.columns["digests"], strict=True)
-            if digest is not None}
+    return {path: digest for path, kind, digest in zip(index.paths, index.columns["kinds"], index.columns["digests"],
+                                                       strict=True) if kind == ARTICLE}
 
 
 def stamp_tokens(collection: Collection, feeds: Iterable[Feed]) -> Tokens:
