@@ -15,16 +15,14 @@ import pytest
 from lxml import etree
 
 from publisher.build import build
+from publisher.caches.enclosures import CACHE_NAME, ProbeRecord, load_cache
 from publisher.config import Config, EnclosureConfig
 from publisher.stages.articles import Article, Image, Provider
 from publisher.stages.probe import (
-    CACHE_NAME,
     MAX_REDIRECTS,
     RETRY_AFTER,
     Answer,
-    ProbeRecord,
     apply_sizes,
-    load_cache,
     plan_probes,
     probe_urls,
     record,

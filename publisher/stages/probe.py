@@ -24,7 +24,6 @@ apply_sizes() puts that into the feeds' images. Only the HTTP requests run on th
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -34,12 +33,11 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
-from publisher.caches.statefiles import read_state_json, write_atomic
+from publisher.caches.enclosures import MEDIA_TYPE, ProbeRecord, cache_path, load_cache, save_cache
 from publisher.config import EnclosureConfig
 from publisher.stages.articles import Article, Image
 from publisher.stages.selection import Feed
@@ -47,8 +45,6 @@ from publisher.web import Retries, describe_failure, new_session
 
 logger = logging.getLogger(__name__)
 
-CACHE_NAME = "enclosures.json"
-CACHE_VERSION = 1
 MAX_REDIRECTS = 3
 PROBE_RETRIES = 2  # retries within a build, only when the server asks for a short pause (Retry-After)
 LONGEST_WAIT = 10.0  # seconds: a longer Retry-After is left to the back-off between builds
@@ -61,8 +57,6 @@ _HEAD_REFUSED = frozenset({400, 403, 405, 406, 501})
 _PROBE_HEADERS = {"Accept-Encoding": "identity"}
 # Types that say nothing: the type inferred from the URL is more useful.
 _VAGUE_TYPES = frozenset({"application/octet-stream", "binary/octet-stream"})
-_TOKEN = r"[a-z0-9][a-z0-9!#$&^_.+-]*"
-_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
 _CONTENT_RANGE = re.compile(r"bytes\s+\d+-\d+/(\d+)", re.IGNORECASE)
 
 
@@ -75,17 +69,6 @@ class Answer:
     error: str | None = None
     unreachable: bool = False  # the host did not answer at all (refused, timed out)
     asked: bool = True  # False: not asked, its host was unreachable earlier in this run
-
-
-@dataclass(frozen=True)
-class ProbeRecord:
-    """The cache's record of one URL."""
-
-    length: int | None  # the last size learned; kept through later failures
-    mime_type: str | None
-    checked: float  # epoch seconds of the last attempt
-    failures: int = 0  # failed attempts since the last success
-    error: str | None = None  # the last failure's cause
 
 
 @dataclass(frozen=True)
@@ -104,10 +87,6 @@ class ProbeReport:
 
 class _Refused(Exception):
     """The server answered, but not with a usable size."""
-
-
-def cache_path(state: Path) -> Path:
-    return state / CACHE_NAME
 
 
 def enclosure_urls(feeds: Iterable[Feed]) -> list[str]:
@@ -207,56 +186,6 @@ def prune(cache: Mapping[str, ProbeRecord], urls: Iterable[str], now: float, max
     """Forget URLs no feed uses whose record has expired anyway, so the cache does not grow forever."""
     wanted = set(urls)
     return {url: known for url, known in cache.items() if url in wanted or now - known.checked < max_age}
-
-
-# --- the cache file -------------------------------------------------------------------------------------
-
-def load_cache(path: Path) -> dict[str, ProbeRecord]:
-    """The records in `path`; an unreadable or foreign file gives an empty cache (and a warning)."""
-    data = read_state_json(path, "enclosure cache", "starting a new one")
-    if data is None:
-        return {}
-    if not (isinstance(data, dict) and data.get("version") == CACHE_VERSION
-            and isinstance(data.get("entries"), dict)):
-        logger.warning("%s: enclosure cache of another version; starting a new one", path)
-        return {}
-    cache = {}
-    for url, raw in data["entries"].items():
-        known = _probe_record(raw)
-        if known is None:
-            logger.debug("%s: dropping a malformed record for %s", path, url)
-        else:
-            cache[url] = known
-    return cache
-
-
-def save_cache(path: Path, cache: Mapping[str, ProbeRecord]) -> None:
-    """Write the cache atomically. A failure only costs repeated probes later, so it is a warning."""
-    entries = {url: {"length": k.length, "type": k.mime_type, "checked": round(k.checked, 3),
-                     "failures": k.failures, "error": k.error}
-               for url, k in sorted(cache.items())}
-    data = {"version": CACHE_VERSION, "entries": entries}
-    try:
-        write_atomic(path, (json.dumps(data, indent=1) + "\n").encode("utf-8"))
-    except OSError as exc:
-        logger.warning("%s: cannot save the enclosure cache: %s", path, exc.strerror or exc)
-
-
-def _probe_record(raw: Any) -> ProbeRecord | None:
-    if not isinstance(raw, dict):
-        return None
-    length, mime_type, checked = raw.get("length"), raw.get("type"), raw.get("checked")
-    failures, error = raw.get("failures", 0), raw.get("error")
-    if not (length is None or (isinstance(length, int) and not isinstance(length, bool) and length > 0)):
-        return None
-    if not (mime_type is None or (isinstance(mime_type, str) and _MEDIA_TYPE.fullmatch(mime_type))):
-        return None
-    if isinstance(checked, bool) or not isinstance(checked, (int, float)):
-        return None
-    if isinstance(failures, bool) or not isinstance(failures, int) or failures < 0:
-        return None
-    return ProbeRecord(length=length, mime_type=mime_type, checked=float(checked), failures=failures,
-                 error=error if isinstance(error, str) else None)
 
 
 # --- the requests ---------------------------------------------------------------------------------------
@@ -392,7 +321,7 @@ def _media_type(header: str | None) -> str | None:
     if not header:
         return None
     value = header.split(";", 1)[0].strip().lower()
-    return value if _MEDIA_TYPE.fullmatch(value) else None
+    return value if MEDIA_TYPE.fullmatch(value) else None
 
 
 def _host(url: str) -> str:
