@@ -545,11 +545,15 @@ class ScanCache:
         header = {"scanned_at": started_ns, "digest": self.digest, "counts": counts, "problems": problems}
         statefiles.write_binary(self.index_path, self.key, header, index.payload(), self.memory)
 
-    def articles(self, sources: Iterable[str], known: dict[str, bytes] | None = None, selected: bool = False
-                 ) -> dict[str, tuple[Article, bytes]]:
-        """The full Articles of `sources`, with their encoded form: read by this scan, else in `known` (the
-        last selection's, for files this scan did not read), else from the record cache, else read again.
-        `selected`: these are the selection's entries, which the daemon keeps decoded for its next build."""
+    def articles(self, sources: Iterable[str]) -> dict[str, Article]:
+        """The full Articles of `sources` (see encoded_articles)."""
+        return {source: reading.decode(encoded) for source, encoded in self.encoded_articles(sources).items()}
+
+    def encoded_articles(self, sources: Iterable[str], known: dict[str, bytes] | None = None) -> dict[str, bytes]:
+        """The encoded Articles of `sources`: read by this scan, else in `known` (the last selection's, for
+        files this scan did not read), else from the record cache, else read again. A file that changed
+        while the build ran is left out (a warning; the next build sees what it has become)."""
+        sources = list(sources)
         index = self.index()
         found = {source: self.fresh[source] for source in sources if source in self.fresh}
         if known:
@@ -569,17 +573,27 @@ class ScanCache:
                     logger.warning("%s: changed while the build ran; left out until the next build", path)
             if self.save_enabled:
                 self.records.update(((path, *wanted[path], found[path]) for path in missing if path in found), ())
-        decoded = self.decoded if selected else None
-        if decoded is None:
-            return {source: (reading.decode(encoded), encoded) for source, encoded in found.items()}
-        articles: dict[str, tuple[Article, bytes]] = {}
-        for source, encoded in found.items():
+        return found
+
+    def decoder(self, encoded: dict[str, bytes]) -> Callable[[str], Article]:
+        """The Article of a source of `encoded` (the selection's entries), decoded when first asked for: a
+        rebuild that renders few feeds decodes few Articles. With the daemon's memory of the last
+        selection's Articles, one whose record is unchanged is not decoded again; the memory then keeps this
+        selection's entries, no more."""
+        decoded = self.decoded if self.decoded is not None else {}
+        for source in [source for source in decoded if source not in encoded]:
+            del decoded[source]
+
+        def article(source: str) -> Article:
+            record = encoded[source]
             last = decoded.get(source)
-            articles[source] = (last[1] if last is not None and last[0] == encoded else reading.decode(encoded),
-                                encoded)
-        decoded.clear()  # what the next build may need: this selection's entries, no more
-        decoded.update((source, (encoded, article)) for source, (article, encoded) in articles.items())
-        return articles
+            if last is not None and last[0] == record:
+                return last[1]
+            made = reading.decode(record)
+            decoded[source] = (record, made)
+            return made
+
+        return article
 
     def last_selection(self, settings: list[Any], moment: int) -> dict[str, Any] | None:
         """The last selection, when it was made with these settings, on the store as the scan cache last saw

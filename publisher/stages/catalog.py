@@ -368,14 +368,14 @@ def _counts(column: list[Any], wanted: set[Any]) -> Counter[Any]:
 def _finish(cache: scan_cache.ScanCache, settings: list[Any], moment: int, live: Live, counted: Tally,
             selected: list[SelectedFeed], known: dict[str, bytes]) -> tuple[Live, list[Feed]]:
     """Resolve the feeds' entries into Articles, and keep the selection for the next build."""
-    articles = cache.articles({entry.source for feed in selected for entry in feed.entries}, known, selected=True)
-    feeds = [Feed(feed.spec, tuple(articles[entry.source][0] for entry in feed.entries if entry.source in articles),
-                  feed.total) for feed in selected]
+    encoded = cache.encoded_articles({entry.source for feed in selected for entry in feed.entries}, known)
+    article = cache.decoder(encoded)  # each Article decoded when a stage first looks at it
+    feeds = [Feed(feed.spec, Entries(tuple(entry.source for entry in feed.entries if entry.source in encoded),
+                                     article), feed.total) for feed in selected]
     index = cache.index()
-    cache.entry_digests.update((source, index.digest_of(source)) for source in articles)
+    cache.entry_digests.update((source, index.digest_of(source)) for source in encoded)
     if cache.save_enabled:
-        cache.later(functools.partial(_remember, cache, settings, moment, live, counted, feeds,
-                                      {source: encoded for source, (_, encoded) in articles.items()}))
+        cache.later(functools.partial(_remember, cache, settings, moment, live, counted, feeds, encoded))
     return live, feeds
 
 
@@ -426,7 +426,7 @@ def stamp_tokens(collection: Collection, feeds: Iterable[Feed]) -> Tokens:
 
 def full_articles(collection: Collection, sources: Iterable[str]) -> dict[str, Article]:
     """The full Articles of `sources`, from the record cache (or read again)."""
-    return {source: article for source, (article, _) in _cache(collection).articles(sources).items()}
+    return _cache(collection).articles(sources)
 
 
 def store_digest(collection: Collection) -> str:
