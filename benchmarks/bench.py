@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, resource, sys, time
 from publisher.cli import main
+import publisher.running.jobs  # what a running daemon has loaded already: the build and its stages
 started = time.perf_counter()
 code = main(["build", "-q", "-c", sys.argv[1]])
 seconds = time.perf_counter() - started
@@ -97,8 +98,26 @@ def main() -> int:
             return run_s3(work, size, args.runs, args.topics, feeds)
         return run(work, size, args.runs, args.topics, args.drop_caches, feeds)
     finally:
+        shutil.rmtree(work / TRASH, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+# What a cold build's predecessor left (its output, its state) is moved here, and deleted once all runs are
+# done. Deleted at once, its thousand files would make the next build's files slower to create: on ext4
+# without a journal (this machine's), a new inode skips every inode deleted in the last 30 seconds, and
+# writing a cold build's 800 files took 0.05 s after a pause and 0.4 s right after deleting as many. A
+# first deployment deletes nothing first.
+TRASH = ".bench-trash"
+
+
+def set_aside(*folders: Path) -> None:
+    """Move `folders` (those that exist) into the trash folder beside them, out of the builds' way."""
+    for folder in folders:
+        if folder.exists():
+            trash = folder.parent / TRASH / str(time.time_ns())
+            trash.mkdir(parents=True)
+            folder.rename(trash / folder.name)
 
 
 def parse_size(text: str) -> int:
@@ -120,8 +139,7 @@ def run(work: Path, size: int, runs: int, topics: int, drop_caches: bool, feeds:
     rows: dict[str, list[Result]] = {name: [] for name in ("cold", "noop", "one", "percent")}
     serial = size
     for index in range(runs):
-        shutil.rmtree(work / "state", ignore_errors=True)
-        shutil.rmtree(work / "out", ignore_errors=True)
+        set_aside(work / "state", work / "out")
         if drop_caches:
             os.sync()
             Path("/proc/sys/vm/drop_caches").write_text("3\n")

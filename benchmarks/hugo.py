@@ -75,6 +75,8 @@ def main() -> int:
     try:
         return compare(work, hugo, bench.parse_size(args.size), args.runs, args.topics)
     finally:
+        shutil.rmtree(work / bench.TRASH, ignore_errors=True)
+        shutil.rmtree(work / "hugo" / bench.TRASH, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -93,8 +95,7 @@ def compare(work: Path, hugo: str, size: int, runs: int, topics: int) -> int:
         for name, command, clean in (("publisher", publisher_cmd, (work / "state", work / "out")),
                                      ("hugo", hugo_cmd, (site / "public", work / "hugo-cache",
                                                          site / "resources"))):
-            for folder in clean:
-                shutil.rmtree(folder, ignore_errors=True)
+            bench.set_aside(*clean)  # both tools build as on a first deployment (see bench.TRASH)
             results[name].append(measure(command))
             last = results[name][-1]
             print(f"run {index + 1}/{runs} {name}: {last.wall:.2f} s wall, {last.cpu:.2f} s CPU, "
