@@ -41,10 +41,16 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int | None = None) -> lis
         return _run_each(jobs, range(len(jobs)))
     # Job i goes to process i % workers: neighbouring jobs (a family's feeds) cost about the same.
     shares = [range(first, len(jobs), workers) for first in range(workers)]
-    children = [_fork(jobs, share) for share in shares[1:]]
-    results: dict[int, T] = dict(zip(shares[0], _run_each(jobs, shares[0]), strict=True))
-    for share, child in zip(shares[1:], children, strict=True):
-        results.update(_collect(jobs, share, child))
+    # While children share this process's pages, its own collector passes must not write into every object
+    # it has (the scan index of a big store): each page written would be copied, in memory twice.
+    gc.freeze()
+    try:
+        children = [_fork(jobs, share) for share in shares[1:]]
+        results: dict[int, T] = dict(zip(shares[0], _run_each(jobs, shares[0]), strict=True))
+        for share, child in zip(shares[1:], children, strict=True):
+            results.update(_collect(jobs, share, child))
+    finally:
+        gc.unfreeze()
     return [results[index] for index in range(len(jobs))]
 
 
