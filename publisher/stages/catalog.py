@@ -206,8 +206,9 @@ def _collect(config: Config, listing: store.Listing, save: bool, workers: int | 
                      len(unread), len(listing))
         with cache.records.adding(save and len(unread) >= STORE_WHILE_READING) as add:
             reading.read_files(config.store, unread, config.assets_base_url, workers or reading.available_cores(),
+                               _taken(read, add, listing, changes.unread),
                                reading.PARALLEL_FROM if parallel_from is None else parallel_from,
-                               body_limit(config.content, config.max_bytes), _taken(read, add, listing, changes.unread))
+                               body_limit(config.content, config.max_bytes))
     index = old if changes.none else old.updated(listing.paths, listing.stats, changes, read)
     cache.previous, cache.changes = old, changes
     cache.changed_paths = set(unread) | set(changes.deleted)
@@ -231,20 +232,19 @@ def _unchanged_collection(cache: scan_cache.ScanCache) -> Collection:
 
 
 def _taken(read: scan_cache.ReadRows, add: Callable[[list[tuple[str, int, int, int, bytes]]], None] | None,
-           listing: store.Listing, rows: list[int]) -> reading.Keep:
+           listing: store.Listing, rows: list[int]) -> reading.Take:
     """What becomes of the records as they are read: each batch goes into `read` at once, and with `add`
     (a big read: a cold build) its encoded Articles go into the record table, so that nothing holds 100,000
     records until the index is made."""
     stats, done = listing.stats, 0  # batches come in the order of `rows`
 
-    def take(paths: list[str], records: list[reading.FileRecord]) -> list[reading.FileRecord]:
+    def take(paths: list[str], records: list[reading.FileRecord]) -> None:
         nonlocal done
         batch, done = rows[done:done + len(paths)], done + len(paths)
         if add is not None:
             add([(path, stats[3 * row], stats[3 * row + 1], stats[3 * row + 2], record.encoded)
                  for path, row, record in zip(paths, batch, records, strict=True) if record.encoded is not None])
         read.add(paths, records, stored=add is not None)
-        return []  # nothing more to hold
 
     return take
 
@@ -266,7 +266,7 @@ def select(collection: Collection, config: Config, now: datetime) -> tuple[Live,
     with _many_objects():
         last = cache.last_selection(settings, moment)
         if last is not None and not collection.changed:
-            return _reused(last, collection, moment)
+            return _reused(last, collection, cache, moment)
         if last is not None and cache.changes is not None:
             updated = _updated(last, cache, config, moment, families)
             if updated is not None:
@@ -293,17 +293,10 @@ def selection_settings(config: Config) -> list[Any]:
     return [config.site.title, config.max_items, list(config.families), repr(config.curated)]
 
 
-def _reused(last: dict[str, Any], collection: Collection, moment: int) -> tuple[Live, list[Feed]]:
-    if collection.cache is not None:  # the entries' digests, without loading the index
-        collection.cache.entry_digests = last.get("digests", {})
-    records: dict[str, bytes] = last["articles"]
-    decoded: dict[str, Article] = {}
-
-    def article(source: str) -> Article:  # each once, and only those some stage looks at
-        if source not in decoded:
-            decoded[source] = reading.decode(records[source])
-        return decoded[source]
-
+def _reused(last: dict[str, Any], collection: Collection, cache: scan_cache.ScanCache,
+            moment: int) -> tuple[Live, list[Feed]]:
+    cache.entry_digests = last.get("digests", {})  # the entries' digests, without loading the index
+    article = cache.decoder(last["articles"])  # each Article decoded when a stage first looks at it
     feeds = [Feed(_spec(spec), Entries(tuple(entries), article), total) for spec, total, entries in last["feeds"]]
     live_count, unpublished, scheduled, duplicates = last["live"]
     held = [Summary(source, *last["entries"][source]) for source in last["held"]]

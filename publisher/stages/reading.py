@@ -65,26 +65,24 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-Keep = Callable[[list[str], list[FileRecord]], list[FileRecord]]
+Take = Callable[[list[str], list[FileRecord]], None]
 
 
-def read_files(folder: Path, paths: list[str], base: str | None, workers: int,
-               parallel_from: int = PARALLEL_FROM, body_limit: int = DEFAULT_BODY_LIMIT,
-               keep: Keep | None = None) -> dict[str, FileRecord]:
-    """Read `paths` (relative to the store `folder`), in worker processes when there are many. Reading
-    stores nothing: what to keep is the caller's business. `body_limit`: see articles.read_article().
-    `keep`: given each batch of paths and their records as they come, returns what to hold of them (the
-    catalog stores the encoded Articles of a big read at once, and holds the rest)."""
+def read_files(folder: Path, paths: list[str], base: str | None, workers: int, take: Take,
+               parallel_from: int = PARALLEL_FROM, body_limit: int = DEFAULT_BODY_LIMIT) -> None:
+    """Read `paths` (relative to the store `folder`), in worker processes when there are many, handing each
+    batch of paths and their records to `take` as they come, in the order of `paths`. Reading stores
+    nothing: what to keep is the caller's business (the catalog puts each batch into index columns, and
+    the encoded Articles of a big read into the record table at once). `body_limit`: see
+    articles.read_article()."""
     progress = Progress(len(paths), "files read")
-    records: dict[str, FileRecord] = {}
     try:
         if workers <= 1 or len(paths) < max(parallel_from, 2):
             for start in range(0, len(paths), CHUNK):
                 chunk = paths[start:start + CHUNK]
-                read = read_chunk(str(folder), chunk, base, body_limit)
-                records.update(zip(chunk, keep(chunk, read) if keep else read, strict=False))
+                take(chunk, read_chunk(str(folder), chunk, base, body_limit))
                 progress.advance(len(chunk))
-            return records
+            return
         # Several chunks per worker, so that none waits long for the last one to finish.
         size = max(1, min(CHUNK, -(-len(paths) // (workers * 4))))
         starts = range(0, len(paths), size)
@@ -94,10 +92,8 @@ def read_files(folder: Path, paths: list[str], base: str | None, workers: int,
             # map() yields in submission order: the result does not depend on which worker was faster.
             results = pool.map(_read_packed, repeat(str(folder)), chunks, repeat(base), repeat(body_limit))
             for chunk, packed in zip(chunks, results, strict=False):
-                chunk_records = _unpacked(packed)
-                records.update(zip(chunk, keep(chunk, chunk_records) if keep else chunk_records, strict=False))
+                take(chunk, _unpacked(packed))
                 progress.advance(len(chunk))
-        return records
     finally:
         progress.close()
 

@@ -41,8 +41,9 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int | None = None) -> lis
         return _run_each(jobs, range(len(jobs)))
     # Job i goes to process i % workers: neighbouring jobs (a family's feeds) cost about the same.
     shares = [range(first, len(jobs), workers) for first in range(workers)]
-    # While children share this process's pages, its own collector passes must not write into every object
-    # it has (the scan index of a big store): each page written would be copied, in memory twice.
+    # While children share this process's pages, no collector pass (this process's, or a child's, which
+    # inherits the frozen state) may write into every object it has (the scan index of a big store): each
+    # page written would be copied, in memory twice.
     gc.freeze()
     try:
         children = [_fork(jobs, share) for share in shares[1:]]
@@ -79,10 +80,6 @@ def _fork(jobs: Sequence[Callable[[], T]], share: range) -> tuple[int, int] | No
         return None
     if pid == 0:  # the child: no clean-up of the parent's state, no exit handlers, just the work
         status = 1
-        # What the child inherited is never garbage it has to find: left to the collector, each of its passes
-        # would write into every inherited object and so copy every page of them (the scan index of a big
-        # store) into the child's own memory.
-        gc.freeze()
         try:
             with os.fdopen(fd, "wb") as stream:  # each job's result as soon as it is there: none is held
                 for index in share:
