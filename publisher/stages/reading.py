@@ -148,7 +148,8 @@ def _prefetch(folder: str, paths: list[str]) -> None:
 
 def _in_page_cache(path: str) -> bool:
     """Whether the first byte of the file is in the page cache (a read that must not wait for the disk
-    succeeds); False when that cannot be told."""
+    succeeds); False when that cannot be told. Asking may start reading the file, which is read next
+    anyway."""
     if not hasattr(os, "RWF_NOWAIT"):
         return False
     try:
