@@ -42,7 +42,7 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 def cache_files(config: Config) -> dict[str, Path]:
     base = scan_cache.cache_prefix(config.state, config.store)
-    return {suffix: base.with_name(f"{base.name}.{suffix}") for suffix in ("index", "records", "feeds")}
+    return {suffix: base.with_name(f"{base.name}.{suffix}") for suffix in ("index", "records", "feeds", "folders")}
 
 
 def age(folder: Path, seconds: int = 10) -> None:
@@ -583,6 +583,87 @@ def test_a_rescan_of_the_changed_paths_gives_what_a_full_scan_gives(tmp_path):
     (store_folder / "linked").symlink_to(store_folder / "a", target_is_directory=True)
     for unjudgeable in (["new"], ["linked/x.md"], ["a/../b.md"], ["/etc/passwd"]):
         assert store.rescan(store_folder, full, unjudgeable, *arguments[1:]) is None, unjudgeable
+
+
+def test_a_scan_lists_again_only_the_folders_whose_stat_changed(tmp_path, monkeypatch):
+    """A folder with the stat an earlier scan saw is not listed again; one with an entry added, removed or
+    renamed is; the listing is exactly a full scan's."""
+    monkeypatch.setattr(store, "RACY_NS", 0)  # folders made a moment ago count as settled
+    store_folder = tmp_path / "store"
+    for name in ["a.md", "a/x.md", "a/y.md", "a/b/c.md", "b/z.md", "skip/s.md", "c.txt"]:
+        write_article(store_folder, name)
+    arguments = (store_folder, ("**/*.md",), ("skip/*",), (tmp_path / "out",))
+    listed: list[str] = []
+    entries = store._entries
+
+    def listing(fd: int, prefix: str, *rest: tuple[str, ...]) -> tuple[list[str], int]:
+        listed.append(prefix)
+        return entries(fd, prefix, *rest)
+    monkeypatch.setattr(store, "_entries", listing)
+    first = store.scan(*arguments)
+    assert sorted(listed) == ["", "a/", "a/b/", "b/", "skip/"]
+    time.sleep(0.05)  # past a tick of the file system's clock: a change from now on moves a folder's ctime
+    listed.clear()
+    again = store.scan(*arguments, known=first.folders)
+    assert listed == [] and not again.folders_changed
+    assert (again.paths, again.stats) == (first.paths, first.stats)
+    write_article(store_folder, "a/x.md", title="Edited in place, longer than before")  # its stat tells
+    write_article(store_folder, "a/b/new.md")
+    (store_folder / "b/z.md").rename(store_folder / "b/w.md")
+    (store_folder / "a/y.md").unlink()
+    write_article(store_folder, "d/e.md")
+    listed.clear()
+    changed = store.scan(*arguments, known=again.folders)
+    assert sorted(listed) == ["", "a/", "a/b/", "b/", "d/"] and changed.folders_changed
+    full = store.scan(*arguments)
+    assert (changed.paths, changed.stats) == (full.paths, full.stats)
+    assert changed.paths == ["a.md", "a/b/c.md", "a/b/new.md", "a/x.md", "b/w.md", "d/e.md"]
+    assert changed.stat(3) != first.stat(first.paths.index("a/x.md"))
+    time.sleep(0.05)
+    shutil.rmtree(store_folder / "b")
+    (store_folder / "b").symlink_to(store_folder / "a", target_is_directory=True)  # a link: not entered
+    relinked = store.scan(*arguments, known=changed.folders)
+    assert relinked.paths == store.scan(*arguments).paths == ["a.md", "a/b/c.md", "a/b/new.md", "a/x.md", "d/e.md"]
+
+
+def test_a_folder_changed_just_before_a_scan_is_listed_again_by_the_next(tmp_path, monkeypatch):
+    """Within RACY_NS of a change, a folder's ctime could stay as it is through one more change in the same
+    clock tick: such a folder is not kept for the next scan; once settled, it is."""
+    monkeypatch.setattr(store, "RACY_NS", 300_000_000)
+    write_article(tmp_path / "store", "a/x.md")
+    assert store.scan(tmp_path / "store").folders == {}
+    time.sleep(0.35)
+    assert set(store.scan(tmp_path / "store").folders) == {"", "a/"}
+
+
+def test_builds_that_take_folders_from_the_last_scan_see_every_change(site, monkeypatch, caplog):
+    """The folders file the last build saved: not rewritten by a no-op build; a build after changes lists
+    the changed folders again and writes the bytes of a cold build; a damaged file is said once."""
+    monkeypatch.setattr(store, "RACY_NS", 0)
+    config = make_config(site)
+    build(config, now=NOW)
+    folders = cache_files(config)["folders"]
+    saved = folders.stat()
+    assert set(scan_cache.last_folders(config)) == {"", "events/", "news/"}
+    time.sleep(0.05)
+    assert build(config, now=NOW).collection.read == 0
+    assert (folders.stat().st_ino, folders.stat().st_mtime_ns) == (saved.st_ino, saved.st_mtime_ns)
+    write_article(site / "store", "news/new.md", title="Seen in a listed folder",
+                  publishedDateTime="2024-03-01T10:00:00Z")
+    (site / "store" / "news" / "a02.md").unlink()
+    report = build(config, now=NOW)
+    assert report.collection.read == 1
+    assert b"Seen in a listed folder" in (site / "out" / "all.atom").read_bytes()
+    assert tree(site / "out") == cold_build(site, "cold")
+    time.sleep(0.05)
+    folders.write_bytes(folders.read_bytes()[:-9] + b"garbage!\n")
+    write_article(site / "store", "news/newer.md", title="Seen after a damaged folders file",
+                  publishedDateTime="2024-03-02T10:00:00Z")
+    with caplog.at_level(logging.INFO, logger="publisher"):
+        build(config, now=NOW)
+    damaged = [r.getMessage() for r in caplog.records if "folder listing" in r.getMessage()]
+    assert len(damaged) == 1 and "damaged" in damaged[0]
+    assert b"Seen after a damaged folders file" in (site / "out" / "all.atom").read_bytes()
 
 
 def test_the_daemons_memory_reads_the_reported_paths_and_builds_the_same_bytes(site):

@@ -1,11 +1,12 @@
 """Scan cache: what each store file yielded last time, kept in the state folder, so that a rescan reads only
 the files that are new or changed, and the last selection made from them.
 
-ScanCache is its one interface, opened by each build with the store's listing: unchanged() / index() /
+ScanCache is its one interface, opened by each build with the store's listing (which last_folders() helps
+to make): unchanged() / index() /
 articles() / last_selection() look up, adopt() / remember_selection() store, later() + save_deferred()
 save. Nothing else reads or writes these files.
 
-Three files per store folder, in `<state>/scan/`, named after a digest of the store's path:
+Four files per store folder, in `<state>/scan/`, named after a digest of the store's path:
 - `.index`: one row per file: its path, size, mtime_ns and inode, and what selection needs of the article
   (RECORD_COLUMNS below), with the problems of the files that have any. Columns of plain values in marshal
   form: 100,000 rows load in a few hundredths of a second.
@@ -13,6 +14,8 @@ Three files per store folder, in `<state>/scan/`, named after a digest of the st
   by row, so that one new file costs one insert, not a rewrite of everything.
 - `.feeds`: the last selection (catalog.select), reused while the store is unchanged and updated in place
   when a few files change.
+- `.folders`: the entries of each folder of the store as the last scan listed them (store.Listing.folders),
+  reused by the next scan for the folders whose stat has not changed.
 
 The index and the feeds file start with a header line (format, cache key, payload length and CRC-32), so
 that a file from another version or configuration is discarded unread and a damaged one is caught before
@@ -49,7 +52,7 @@ from publisher.stages.articles import Article, body_limit
 from publisher.stages.reading import FileRecord
 
 if TYPE_CHECKING:
-    from publisher.stages.store import Listing
+    from publisher.stages.store import Folder, Listing
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +100,23 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return "unknown"
+
+
+def last_folders(config: Config) -> dict[str, Folder]:
+    """The folders of the store as the last scan saved them (ScanCache.save_folders), for the next scan to
+    reuse those unchanged since; {} when there are none, or none for these settings."""
+    base = cache_prefix(config.state, config.store)
+    saved = statefiles.open_binary(base.with_name(f"{base.name}.folders"), cache_key(config), "folder listing")
+    if saved is None:
+        return {}
+    try:
+        folders = saved.payload()["folders"]
+        if not isinstance(folders, dict):
+            raise ValueError("not a mapping of folders")
+    except (ValueError, KeyError) as exc:
+        logger.warning("%s: folder listing is damaged (%s); discarded, listing every folder", saved.path, exc)
+        return {}
+    return folders
 
 
 # The index's columns besides paths and stats, one entry per file in path order: the FileRecord fields that
@@ -478,6 +498,7 @@ class ScanCache:
         base = cache_prefix(config.state, config.store)
         self.index_path = base.with_name(f"{base.name}.index")
         self.feeds_path = base.with_name(f"{base.name}.feeds")
+        self.folders_path = base.with_name(f"{base.name}.folders")
         self.records = Records(base.with_name(f"{base.name}.records"), self.key)
         digest = hashlib.sha256("\0".join(listing.paths).encode("utf-8", "surrogateescape"))
         digest.update(listing.stats.tobytes())
@@ -544,6 +565,10 @@ class ScanCache:
                              for path, encoded in self.fresh.items()), deleted)
         header = {"scanned_at": started_ns, "digest": self.digest, "counts": counts, "problems": problems}
         statefiles.write_binary(self.index_path, self.key, header, index.payload(), self.memory)
+
+    def save_folders(self, folders: dict[str, Folder]) -> None:
+        """Save the folders of this scan's listing, for the next scan (last_folders())."""
+        statefiles.write_binary(self.folders_path, self.key, {}, {"folders": folders})
 
     def articles(self, sources: Iterable[str]) -> dict[str, Article]:
         """The full Articles of `sources` (see encoded_articles)."""

@@ -167,7 +167,13 @@ def scan(config: Config, memory: BuildMemory | None = None) -> store.Listing:
         if listing is None:
             logger.debug("the changes seen need a scan of the whole store")
     if listing is None:
-        listing = store.scan(config.store, config.include, config.exclude, skip=skip)
+        # The folders of the last listing, to skip listing those unchanged since: the daemon's own, else
+        # those the last build saved (with the same include and exclude patterns, which the cache key covers).
+        if memory is not None and memory.listing is not None and memory.listed == listed:
+            known = memory.listing.folders
+        else:
+            known = scan_cache.last_folders(config)
+        listing = store.scan(config.store, config.include, config.exclude, skip=skip, known=known)
     if memory is not None:
         memory.listing, memory.listed, memory.unscanned = listing, listed, set()
     return listing
@@ -195,6 +201,8 @@ def _collect(config: Config, listing: store.Listing, save: bool, workers: int | 
     started_ns = listing.started_ns
     cache = scan_cache.ScanCache(config, listing, save, memory.files if memory is not None else None,
                                  defer_save, memory.decoded if memory is not None else None)
+    if save and listing.folders_changed:
+        cache.later(functools.partial(cache.save_folders, listing.folders))
     if cache.unchanged():
         return _unchanged_collection(cache)
     old = cache.index()
