@@ -143,7 +143,7 @@ def run(work: Path, size: int, runs: int, topics: int, drop_caches: bool, feeds:
         if drop_caches:
             os.sync()
             Path("/proc/sys/vm/drop_caches").write_text("3\n")
-        rows["cold"].append(timed(config, work / "out"))
+        rows["cold"].append(timed(config, work / "out", sample_memory=True))
         rows["noop"].append(timed(config, work / "out"))
         serial += 1
         (store / "_news" / f"new-{serial}.md").write_text(article(rng, serial, topics), encoding="utf-8")
@@ -219,16 +219,21 @@ def s3_table(size: int, topics: int, runs: int, rows: dict[str, list[Result]], r
     ])
 
 
-def timed(config: Path, output: Path) -> Result:
+def timed(config: Path, output: Path, sample_memory: bool = False) -> Result:
+    """One `publisher build -q` in a fresh process; with `sample_memory`, the peak Pss of its processes
+    (TreeMemory), sampled only when asked: reading smaps_rollup every 20 ms costs a build of a fraction of
+    a second some of its time (the kernel walks the page tables of each process it reads)."""
     before = files_state(output)
     started = time.perf_counter()
     with subprocess.Popen([sys.executable, "-c", CHILD, str(config)], cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}) as child:
         sampler = TreeMemory(child.pid)
-        sampler.start()
+        if sample_memory:
+            sampler.start()
         stdout, stderr = child.communicate()
     seconds = time.perf_counter() - started
-    sampler.stop()
+    if sample_memory:
+        sampler.stop()
     usage = json.loads(stderr.strip().splitlines()[-1]) if stderr.strip() else {}
     if child.returncode or usage.get("code"):
         sys.exit(f"build failed ({child.returncode}):\n{stdout}\n{stderr}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import io
+import json
 import logging
 import mmap
 import os
@@ -42,7 +43,8 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 def cache_files(config: Config) -> dict[str, Path]:
     base = scan_cache.cache_prefix(config.state, config.store)
-    return {suffix: base.with_name(f"{base.name}.{suffix}") for suffix in ("index", "records", "feeds", "folders")}
+    return {suffix: base.with_name(f"{base.name}.{suffix}")
+            for suffix in ("index", "records", "feeds", "folders", "journal")}
 
 
 def age(folder: Path, seconds: int = 10) -> None:
@@ -664,6 +666,107 @@ def test_builds_that_take_folders_from_the_last_scan_see_every_change(site, monk
     damaged = [r.getMessage() for r in caplog.records if "folder listing" in r.getMessage()]
     assert len(damaged) == 1 and "damaged" in damaged[0]
     assert b"Seen after a damaged folders file" in (site / "out" / "all.atom").read_bytes()
+
+
+def filled_index(rows: dict[str, int]) -> scan_cache.Index:
+    """An index whose every column says which path and which version of it a row is."""
+    index = scan_cache.Index()
+    for path in sorted(rows):
+        version = rows[path]
+        index.paths.append(path)
+        index.stats.extend((version, len(path), version * 7))
+        for name, column in index.columns.items():
+            integer = name in scan_cache.INTEGER_COLUMNS
+            column.append(version * 1000 + len(path) if integer else f"{name}:{path}:{version}")
+        if version % 3 == 0:
+            index.problems[path] = (("field", f"problem of {path} {version}"),)
+    return index
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_an_index_patched_with_a_journal_equals_the_index_made_whole(seed):
+    rng = random.Random(seed)
+    before = {f"f{n:03d}.md": 1 for n in range(rng.randrange(40)) if rng.random() < 0.8}
+    after = dict(before)
+    for _ in range(rng.randrange(10)):
+        path = f"f{rng.randrange(50):03d}.md"
+        if rng.random() < 0.3:
+            after.pop(path, None)
+        else:
+            after[path] = rng.randrange(2, 9)
+    changed = {path for path in set(before) | set(after) if before.get(path) != after.get(path)}
+    whole = filled_index(after)
+    journal = whole.rows_of(changed)
+    assert journal.paths == sorted(changed & set(after))
+    patched = filled_index(before).patched(sorted(changed - set(after)), journal)
+    assert (patched.paths, patched.stats, patched.columns, patched.problems) == (
+        whole.paths, whole.stats, whole.columns, whole.problems)
+    assert list(patched.problems) == sorted(patched.problems)
+
+
+def settled(path: Path) -> Path:
+    """Date a file just written back, so that the next scan can judge it by its stat (see RACY_NS)."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10 * 10**9))
+    return path
+
+
+def test_a_few_changes_go_into_the_journal_and_many_into_the_index(site, monkeypatch):
+    """The index is written by a build that changes many rows; one that changes a few writes the journal
+    of the rows changed since, which the next build reads with the index: every build's bytes are those
+    of a cold build."""
+    monkeypatch.setattr(scan_cache, "JOURNAL_MIN_ROWS", 3)
+    config = make_config(site)
+    build(config, now=NOW)
+    files = cache_files(config)
+    written = files["index"].stat()
+    assert not files["journal"].exists()
+    settled(write_article(site / "store", "news/new.md", title="Journalled",
+                          publishedDateTime="2024-03-01T10:00:00Z"))
+    report = build(config, now=NOW)
+    assert report.collection.read == 1 and files["journal"].exists()
+    assert (files["index"].stat().st_ino, files["index"].stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    (site / "store" / "news" / "a02.md").unlink()
+    settled(write_article(site / "store", "news/a05.md", title="Edited, and journalled", topics=["AI", "Topic 2"],
+                          publishedDateTime="2024-01-06T10:00:00Z"))
+    report = build(config, now=NOW)
+    assert report.collection.read == 1
+    assert files["index"].stat().st_mtime_ns == written.st_mtime_ns
+    assert tree(site / "out") == cold_build(site, "cold-1")
+    shutil.rmtree(site / "out")
+    assert build(config, now=NOW).collection.read == 0  # the index and the journal know every file
+    assert tree(site / "out") == cold_build(site, "cold-2")
+    settled(write_article(site / "store", "news/a06.md", title="One change too many for the journal",
+                          publishedDateTime="2024-01-07T10:00:00Z"))
+    assert build(config, now=NOW).collection.read == 1
+    assert files["index"].stat().st_mtime_ns != written.st_mtime_ns and not files["journal"].exists()
+    assert tree(site / "out") == cold_build(site, "cold-3")
+
+
+@pytest.mark.parametrize("damage", ["damaged", "of another index"])
+def test_a_journal_that_cannot_be_trusted_costs_reading(site, caplog, damage):
+    config = make_config(site)
+    build(config, now=NOW)
+    settled(write_article(site / "store", "news/new.md", title="Journalled",
+                          publishedDateTime="2024-03-01T10:00:00Z"))
+    build(config, now=NOW)
+    journal = cache_files(config)["journal"]
+    if damage == "damaged":
+        data = journal.read_bytes()
+        journal.write_bytes(data[:-40] + bytes([data[-40] ^ 0x01]) + data[-39:])
+    else:  # left beside an index written since (a build killed between writing the index and removing it)
+        header = json.loads(journal.read_bytes().split(b"\n")[1])
+        journal.write_bytes(journal.read_bytes().replace(header["base"].encode(), b"0" * len(header["base"])))
+    touched = site / "store" / "news" / "a05.md"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    with caplog.at_level(logging.INFO, logger="publisher"):
+        report = build(config, now=NOW)
+    said = [r for r in caplog.records if "journal" in r.getMessage() or "scan cache" in r.getMessage()]
+    if damage == "damaged":
+        assert len(said) == 1 and said[0].levelname == "WARNING" and report.collection.read == FILES + 1
+    else:  # its rows are not taken: the new file is read again, as the index does not know it
+        assert said == [] and report.collection.read == 2
+    assert tree(site / "out") == cold_build(site, "cold")
 
 
 def test_the_daemons_memory_reads_the_reported_paths_and_builds_the_same_bytes(site):

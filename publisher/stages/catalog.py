@@ -107,13 +107,17 @@ class Collection:
 def _many_objects() -> Iterator[None]:
     """Pause the cyclic garbage collector while a scan or a selection makes hundreds of thousands of small
     objects in one go: every pass of the collector walks all of them, and they form no cycles (reference
-    counting frees them). It halves the time of a rescan of 100,000 files. The collector's previous state
-    is restored; nothing else about the process changes."""
+    counting frees them). It halves the time of a rescan of 100,000 files. Then the objects made are
+    frozen (gc.freeze): they would all be in the youngest generation, and its next two passes would walk
+    them all again (0.07 s of a one-file rebuild of 100,000 files). Frozen objects are still freed when no
+    longer referenced; the daemon looks at everything again after each build. The collector's previous
+    state is restored."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
         if enabled:
             gc.enable()
 

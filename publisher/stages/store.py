@@ -102,8 +102,9 @@ def scan(store: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = 
     walk = _Walk(str(store), {str(p.resolve()) for p in skip}, include, exclude, known or {}, started_ns)
     _walk(walk, "")
     paths = walk.paths
-    changed = {prefix: folder[:4] for prefix, folder in walk.folders.items()} != {
-        prefix: folder[:4] for prefix, folder in walk.known.items()}
+    # Worth saving when a folder is kept that was not, or with another stat. One no longer kept (changed a
+    # moment ago, or gone) is not: its old stat matches nothing, so the next scan lists it either way.
+    changed = any(walk.known.get(prefix, ())[:4] != folder[:4] for prefix, folder in walk.folders.items())
     if _two_processes(len(paths)):
         stats, kinds = _stat_in_two(walk.root, paths)
     else:
