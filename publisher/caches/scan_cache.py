@@ -2,14 +2,15 @@
 the files that are new or changed, and the last selection made from them.
 
 ScanCache is its one interface, opened by each build with the store's listing (which last_folders() helps
-to make): unchanged() / index() /
-articles() / last_selection() look up, adopt() / remember_selection() store, later() + save_deferred()
-save. Nothing else reads or writes these files.
+to make): unchanged() / index() / articles() / last_selection() look up, adopt() / remember_selection()
+store, later() + save_deferred() save. Nothing else reads or writes these files.
 
-Four files per store folder, in `<state>/scan/`, named after a digest of the store's path:
+Five files per store folder, in `<state>/scan/`, named after a digest of the store's path:
 - `.index`: one row per file: its path, size, mtime_ns and inode, and what selection needs of the article
   (RECORD_COLUMNS below), with the problems of the files that have any. Columns of plain values in marshal
   form: 100,000 rows load in a few hundredths of a second.
+- `.journal`: the rows changed since the index was written, with the header of the last scan, while they
+  are few (journal_rows()): a build that changed a few files writes kilobytes, not the whole index.
 - `.records`: an SQLite table of each article's full record (the encoded Article, reading.py), written row
   by row, so that one new file costs one insert, not a rewrite of everything.
 - `.feeds`: the last selection (catalog.select), reused while the store is unchanged and updated in place
@@ -17,7 +18,7 @@ Four files per store folder, in `<state>/scan/`, named after a digest of the sto
 - `.folders`: the entries of each folder of the store as the last scan listed them (store.Listing.folders),
   reused by the next scan for the folders whose stat has not changed.
 
-The index and the feeds file start with a header line (format, cache key, payload length and CRC-32), so
+The binary files start with a header line (format, cache key, payload length and CRC-32), so
 that a file from another version or configuration is discarded unread and a damaged one is caught before
 anything is decoded. The key covers the publisher version, a digest of the code that reads articles, the
 Python and PyYAML versions, and the settings that change what a file yields. A file with another key or a
