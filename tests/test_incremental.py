@@ -833,12 +833,18 @@ def test_rows_read_become_index_columns_in_order_sharing_what_repeats():
     assert read.problems == {path: r.problems for path, r in zip(paths, records, strict=True) if r.problems}
     assert read.fresh == {path: r.encoded for path, r in zip(paths, records, strict=True) if r.encoded}
     assert stored.fresh == {} and stored.columns == read.columns
-    facets = [f for f in read.columns["facets"] if f and f[0]]
+    facets = [record.facets for record in records]
+    assert read.columns["providers"] == [f and f[:3] for f in facets]
+    assert read.columns["quality"] == [f and f[3] for f in facets]
+    assert read.columns["heat"] == [f and f[4] for f in facets]
+    assert read.columns["types"] == [f and f[5] for f in facets]
     first: dict = {}
-    for provider, topics in zip(facets, read.columns["topics"], strict=False):  # one object per distinct value
-        assert first.setdefault(provider[0], provider[0]) is provider[0]
-        assert first.setdefault(topics, topics) is topics
-    assert len(facets) > len({f[0] for f in facets})  # some repeat
+    for provider, topics, kind in zip(read.columns["providers"], read.columns["topics"], read.columns["types"],
+                                      strict=True):  # one object per distinct value
+        for value in (provider, topics, kind):
+            assert first.setdefault(value, value) is value
+    providers = [p for p in read.columns["providers"] if p and p[0]]
+    assert len(providers) > len(set(providers))  # some repeat
 def test_page_cache_check_tells_a_cached_file_from_one_not_cached(tmp_path):
     """reading._prefetch asks the kernel to read ahead only when the files are not in the page cache. A file
     written with O_DIRECT bypasses the page cache: not cached until something reads it."""

@@ -465,8 +465,9 @@ def _summary(index: scan_cache.Index, row: int) -> Summary | None:
     c = index.columns
     if c["kinds"][row] != ARTICLE:
         return None
+    key, name, logo = c["providers"][row]
     return Summary(index.paths[row], c["ids"][row], c["published"][row], c["updated"][row], c["flags"][row],
-                   c["topics"][row], *c["facets"][row])
+                   c["topics"][row], key, name, logo, c["quality"][row], c["heat"][row], c["types"][row])
 
 
 def _collection(index: scan_cache.Index, cache: scan_cache.ScanCache) -> Collection:
@@ -493,8 +494,9 @@ def summaries(index: scan_cache.Index) -> list[Summary]:
     c = index.columns
     topics: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per distinct list of topics
     new = tuple.__new__  # Summary(...) without the argument handling of its generated __new__
-    return [new(Summary, (path, entry_id, published, updated, flag, topics.setdefault(labels, labels), *facets))
-            for path, kind, entry_id, published, updated, flag, labels, facets
+    return [new(Summary, (path, entry_id, published, updated, flag, topics.setdefault(labels, labels), *provider,
+                          quality, heat, kind))
+            for path, record, entry_id, published, updated, flag, labels, provider, quality, heat, kind
             in zip(index.paths, c["kinds"], c["ids"], c["published"], c["updated"], c["flags"], c["topics"],
-                   c["facets"], strict=False)
-            if kind == ARTICLE]
+                   c["providers"], c["quality"], c["heat"], c["types"], strict=False)
+            if record == ARTICLE]
