@@ -229,3 +229,13 @@ def test_front_matter_is_split_where_python_frontmatter_splits_it():
     for _ in range(20_000):
         text = "".join(rng.choice(parts) for _ in range(rng.randrange(1, 14)))
         assert quick_split(text) == handler_split(text), repr(text)
+
+
+def test_characters_pyyaml_refuses_are_found_in_ascii_and_beyond():
+    """The reader steps aside for text PyYAML's reader refuses; ASCII text is checked another way than the
+    rest, with the same answer for every character."""
+    for code in [*range(0x300), *range(0xD7F0, 0xE010), *range(0xFFF0, 0x10010)]:
+        for text in (f"a: b{chr(code)}\n", f"a: {chr(code)}é\n"):
+            assert simple_yaml._printable(text) == (simple_yaml._NON_PRINTABLE.search(text) is None), hex(code)
+    assert simple_yaml.load("a: b\x07\n", LOADER) is None
+    assert isinstance(pyyaml("a: b\x07\n"), yaml.YAMLError)
