@@ -104,6 +104,23 @@ def test_cached_rebuild_writes_the_bytes_of_a_cold_build(site, monkeypatch, stor
     assert cold_build(site, "cold") == expected
 
 
+def test_a_cold_build_keeps_in_the_record_table_the_records_its_feeds_use(site, monkeypatch):
+    """A big read spills its records (scan_cache.Spill); saving puts into the table those the feeds asked
+    for, no others. A later selection that needs another reads its file again, with a cold build's bytes."""
+    monkeypatch.setattr(catalog, "STORE_WHILE_READING", 1)
+    config = make_config(site, max_items=2)
+    report = build(config, now=NOW)
+    listing = store.scan(config.store)
+    every = {path: listing.stat(row) for row, path in enumerate(listing.paths)}
+    stored = scan_cache.ScanCache(config, store.Listing(), True).records.get(every)
+    used = {source for feed in report.feeds for source in feed.sources}
+    assert set(stored) == used and 0 < len(used) < report.collection.files - 3
+    wider = make_config(site, max_items=50)
+    again = build(wider, now=NOW)
+    assert again.collection.read == 0 and len({s for feed in again.feeds for s in feed.sources}) > len(used)
+    assert tree(site / "out") == cold_build(site, "cold")
+
+
 def _listed(config: Config, path: str) -> tuple[int, int, int]:
     listing = store.scan(config.store)
     return listing.stat(listing.paths.index(path))

@@ -35,6 +35,7 @@ import logging
 import os
 import sqlite3
 import sys
+import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -42,7 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import yaml
 
@@ -298,11 +299,11 @@ class ReadRows:
     def __init__(self) -> None:
         self.columns = _empty_columns(0)
         self.problems: dict[str, tuple[Any, ...]] = {}
-        self.fresh: dict[str, bytes] = {}  # encoded Articles not in the record table yet
+        self.fresh: dict[str, bytes] = {}  # encoded Articles not stored elsewhere (add()'s `stored`)
         self._shared: dict[Any, Any] = {}
 
     def add(self, paths: list[str], records: list[FileRecord], stored: bool = False) -> None:
-        """Add the records of `paths`, in order; `stored`: their encoded Articles are in the record table."""
+        """Add the records of `paths`, in order; `stored`: their encoded Articles are kept elsewhere (Spill)."""
         if not records:
             return
         fields = list(zip(*records, strict=True))
@@ -444,44 +445,6 @@ class Records:
             self._failed(exc)
         return found
 
-
-    @contextmanager
-    def adding(self, enabled: bool = True) -> Iterator[Callable[[list[tuple[str, int, int, int, bytes]]], None]
-                                                       | None]:
-        """A function that adds rows to the table, in one transaction committed at the end (None when not
-        `enabled`). A failure is logged once; the rows not stored are read from their files when needed."""
-        if not enabled:
-            yield None
-            return
-        connection: sqlite3.Connection | None = None
-        try:
-            opened = self._connect()
-            opened.execute("BEGIN")
-            connection = opened
-        except sqlite3.Error as exc:
-            self._failed(exc)
-
-        def add(rows: list[tuple[str, int, int, int, bytes]]) -> None:
-            nonlocal connection
-            if connection is None:
-                return
-            try:
-                connection.executemany("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)", rows)
-            except sqlite3.Error as exc:
-                self._failed(exc)
-                connection.close()
-                connection = None
-
-        try:
-            yield add
-            if connection is not None:
-                connection.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._failed(exc)
-        finally:
-            if connection is not None:
-                connection.close()
-
     def update(self, rows: Iterable[tuple[str, int, int, int, bytes]], deleted: Iterable[str]) -> None:
         try:
             with self._connection() as connection:
@@ -532,6 +495,50 @@ class Records:
         return connection
 
 
+class Spill:
+    """The encoded Articles of a big read (a cold build) while its build runs, in a file of the state folder
+    without a name (gone with the process, however it ends), rather than all of them in the record table:
+    when the cache is saved, only those the build asked for (its feeds' entries) go into the table, and a
+    later build reads any other from its file on the rare occasion it needs one. Inserting 100,000 records
+    cost the build process half a second of CPU beside the reading workers; writing them here, a tenth of
+    that. A write that fails ends the spill: what it does not hold is read from the files again."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._file: BinaryIO | None = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
+        self._at: dict[str, tuple[int, int]] = {}  # path -> offset, length
+        self._end = 0
+
+    def add(self, rows: list[tuple[str, bytes]]) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(b"".join(encoded for _, encoded in rows))
+        except OSError as exc:
+            logger.debug("spilling records stopped: %s", exc)
+            self.close()
+            return
+        for path, encoded in rows:
+            self._at[path] = (self._end, len(encoded))
+            self._end += len(encoded)
+
+    def get(self, path: str) -> bytes | None:
+        at = self._at.get(path)
+        if at is None or self._file is None:
+            return None
+        try:
+            self._file.flush()
+            data = os.pread(self._file.fileno(), at[1], at[0])
+        except OSError:
+            return None
+        return data if len(data) == at[1] else None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 class ScanCache:
     """The scan cache as one build sees it, the one way the catalog reaches its files: open it with the
     build's listing (ScanCache(...)); ask whether the store is as it last saw it (unchanged()), for its
@@ -579,6 +586,7 @@ class ScanCache:
         self.changes: Changes | None = None
         self.changed_paths: set[str] = set()
         self.entry_digests: dict[str, int | None] = {}  # record digests of the selected feeds' entries
+        self.spill: Spill | None = None  # the records a big read did not put into the table (spilling())
 
     def trusted_before(self) -> int:
         """Files modified before this time can be judged by their stat (see RACY_NS)."""
@@ -614,6 +622,16 @@ class ScanCache:
                 self._file = self._journal = None
         return self._index
 
+    def spilling(self) -> Callable[[list[tuple[str, bytes]]], None] | None:
+        """Where a big read puts its records as they come (Spill.add); None when no spill file can be made:
+        the records are then kept by the read."""
+        try:
+            self.spill = Spill(self.records.path.parent)
+        except OSError as exc:
+            logger.debug("no spill file for the records: %s", exc)
+            return None
+        return self.spill.add
+
     def adopt(self, index: Index, fresh: dict[str, bytes]) -> None:
         """Take `index` as the index of this scan; `fresh` holds the encoded Articles it read."""
         self._index = index
@@ -631,8 +649,11 @@ class ScanCache:
             self._deferred.pop(0)()
 
     def save(self, counts: dict[str, int], problems: list[list[Any]], started_ns: int, deleted: list[str]) -> None:
-        """Save the index this scan made (adopt()) and the records it read."""
+        """Save the index this scan made (adopt()) and the records it read (of a big read, those asked for)."""
         index = self.index()
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
         self.records.update(((path, *index.stat_of(path), encoded)
                              for path, encoded in self.fresh.items()), deleted)
         header = {"scanned_at": started_ns, "digest": self.digest, "counts": counts, "problems": problems}
@@ -669,6 +690,11 @@ class ScanCache:
         sources = list(sources)
         index = self.index()
         found = {source: self.fresh[source] for source in sources if source in self.fresh}
+        if self.spill is not None:  # read by this scan, and asked for: saved into the table with the rest
+            for source in sources:
+                encoded = None if source in found else self.spill.get(source)
+                if encoded is not None:
+                    found[source] = self.fresh[source] = encoded
         if known:
             found.update((source, known[source]) for source in sources
                          if source not in found and source in known and source not in self.changed_paths)

@@ -55,8 +55,8 @@ from publisher.stages.selection import (
 
 logger = logging.getLogger(__name__)
 
-# From this many files to read (a cold build), their encoded Articles go into the record table as they are
-# read instead of being held until the scan is saved.
+# From this many files to read (a cold build), their encoded Articles go into a spill file as they are read
+# instead of being held until the scan is saved (scan_cache.Spill).
 STORE_WHILE_READING = 2000
 
 T = TypeVar("T")
@@ -216,11 +216,11 @@ def _collect(config: Config, listing: store.Listing, save: bool, workers: int | 
     if unread:
         logger.debug("reading %d of %d files (the others are unchanged since the last scan)",
                      len(unread), len(listing))
-        with cache.records.adding(save and len(unread) >= STORE_WHILE_READING) as add:
-            reading.read_files(config.store, unread, config.assets_base_url, workers or reading.available_cores(),
-                               _taken(read, add, listing, changes.unread),
-                               reading.PARALLEL_FROM if parallel_from is None else parallel_from,
-                               body_limit(config.content, config.max_bytes))
+        spill = cache.spilling() if save and len(unread) >= STORE_WHILE_READING else None
+        reading.read_files(config.store, unread, config.assets_base_url, workers or reading.available_cores(),
+                           _taken(read, spill),
+                           reading.PARALLEL_FROM if parallel_from is None else parallel_from,
+                           body_limit(config.content, config.max_bytes))
     index = old if changes.none else old.updated(listing.paths, listing.stats, changes, read)
     cache.previous, cache.changes = old, changes
     cache.changed_paths = set(unread) | set(changes.deleted)
@@ -243,20 +243,16 @@ def _unchanged_collection(cache: scan_cache.ScanCache) -> Collection:
                       problems=[Problem(*p) for p in counts["problems"]], read=0, changed=False, cache=cache)
 
 
-def _taken(read: scan_cache.ReadRows, add: Callable[[list[tuple[str, int, int, int, bytes]]], None] | None,
-           listing: store.Listing, rows: list[int]) -> reading.Take:
-    """What becomes of the records as they are read: each batch goes into `read` at once, and with `add`
-    (a big read: a cold build) its encoded Articles go into the record table, so that nothing holds 100,000
-    records until the index is made."""
-    stats, done = listing.stats, 0  # batches come in the order of `rows`
+def _taken(read: scan_cache.ReadRows, spill: Callable[[list[tuple[str, bytes]]], None] | None) -> reading.Take:
+    """What becomes of the records as they are read: each batch goes into `read` at once, and with `spill`
+    (a big read: a cold build) its encoded Articles go into the spill file (scan_cache.Spill), so that
+    nothing holds 100,000 records until the index is made."""
 
     def take(paths: list[str], records: list[reading.FileRecord]) -> None:
-        nonlocal done
-        batch, done = rows[done:done + len(paths)], done + len(paths)
-        if add is not None:
-            add([(path, stats[3 * row], stats[3 * row + 1], stats[3 * row + 2], record.encoded)
-                 for path, row, record in zip(paths, batch, records, strict=True) if record.encoded is not None])
-        read.add(paths, records, stored=add is not None)
+        if spill is not None:
+            spill([(path, record.encoded) for path, record in zip(paths, records, strict=True)
+                   if record.encoded is not None])
+        read.add(paths, records, stored=spill is not None)
 
     return take
 
