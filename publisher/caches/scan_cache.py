@@ -11,8 +11,9 @@ Five files per store folder, in `<state>/scan/`, named after a digest of the sto
   form: 100,000 rows load in a few hundredths of a second.
 - `.journal`: the rows changed since the index was written, with the header of the last scan, while they
   are few (journal_rows()): a build that changed a few files writes kilobytes, not the whole index.
-- `.records`: an SQLite table of each article's full record (the encoded Article, reading.py), written row
-  by row, so that one new file costs one insert, not a rewrite of everything.
+- `.records`: an SQLite table of articles' full records (the encoded Article, reading.py), written row by
+  row, so that one new file costs one insert, not a rewrite of everything: those of the files incremental
+  builds read, and of a cold build's those it asked for (see Spill); any other is read from its file.
 - `.feeds`: the last selection (catalog.select), reused while the store is unchanged and updated in place
   when a few files change.
 - `.folders`: the entries of each folder of the store as the last scan listed them (store.Listing.folders),
