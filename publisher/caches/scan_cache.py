@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -318,10 +319,11 @@ class ReadRows:
             self.columns[name].extend(values)
         share = self._shared.setdefault
         facets = fields[FileRecord._fields.index("facets")]
-        self.columns["providers"].extend(None if facet is None else share(facet[:3], facet[:3]) for facet in facets)
-        self.columns["quality"].extend(None if facet is None else facet[3] for facet in facets)
-        self.columns["heat"].extend(None if facet is None else facet[4] for facet in facets)
-        self.columns["types"].extend(None if facet is None else share(facet[5], facet[5]) for facet in facets)
+        providers = [facet and facet[:3] for facet in facets]  # a record without facets (no article): None
+        self.columns["providers"].extend([provider and share(provider, provider) for provider in providers])
+        self.columns["quality"].extend([facet and facet[3] for facet in facets])
+        self.columns["heat"].extend([facet and facet[4] for facet in facets])
+        self.columns["types"].extend([facet and share(facet[5], facet[5]) for facet in facets])
         self.problems.update((path, record.problems) for path, record in zip(paths, records, strict=True)
                              if record.problems)
         if not stored:
@@ -511,17 +513,19 @@ class Spill:
         self._end = 0
 
     def add(self, rows: list[tuple[str, bytes]]) -> None:
-        if self._file is None:
+        if self._file is None or not rows:
             return
+        paths, records = zip(*rows, strict=True)
         try:
-            self._file.write(b"".join(encoded for _, encoded in rows))
+            self._file.write(b"".join(records))
         except OSError as exc:
             logger.debug("spilling records stopped: %s", exc)
             self.close()
             return
-        for path, encoded in rows:
-            self._at[path] = (self._end, len(encoded))
-            self._end += len(encoded)
+        lengths = list(map(len, records))
+        ends = list(accumulate(lengths, initial=self._end))
+        self._at.update(zip(paths, zip(ends, lengths, strict=False), strict=False))
+        self._end = ends[-1]
 
     def get(self, path: str) -> bytes | None:
         at = self._at.get(path)
