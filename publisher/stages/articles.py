@@ -7,6 +7,7 @@ never be published (`secured`, `related`, AMP URLs, `isCached`) are simply not c
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
@@ -190,8 +191,8 @@ def _article(r: _Reader, meta: dict[str, Any], body: str) -> Article | None:
     excerpt = r.field(lambda: _optional_text(r, meta, "excerpt"), None)
     # Excerpts are text that may carry HTML entities (&nbsp;, &amp;): decode them once, here.
     summary = " ".join(clean_text(html.unescape(excerpt)).split()) if excerpt else None
-    provider = r.field(lambda: _provider(r, meta.get("provider")), None)
-    topics = _topics(r, meta.get("topics"))
+    provider = r.field(lambda: _remembered(r, _provider, meta.get("provider")), None)
+    topics = _remembered(r, _topics, meta.get("topics"))
     no_images: tuple[Image, ...] = ()
     images = r.field(lambda: _images(r, meta.get("images"), "images"), no_images)
     is_published = r.field(lambda: _flag(r, meta, "published"), True)
@@ -320,6 +321,52 @@ def _link(r: _Reader, meta: dict[str, Any]) -> str:
             r.warn(bad_name, f"{reason}; using {name}")
         return url
     raise r.fail(*reasons[0])
+
+
+class _Same:
+    """A front-matter value (YAML gives dicts and lists) known by its repr, which tells apart every two values
+    of the types YAML gives that are not the same, so that a cache can hold it."""
+
+    __slots__ = ("value", "_text", "_hash")
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._text = repr(value)
+        self._hash = hash(self._text)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and self._text == other._text
+
+
+_NOWHERE = Document(source="", metadata={}, body="")
+Remembered = tuple[Any, tuple[tuple[str | None, str, bool], ...], tuple[str | None, str] | None]
+
+
+def _remembered(r: _Reader, read: Callable[[_Reader, Any], T], value: Any) -> T:
+    """read(r, value), worked out once for each distinct value: the provider of an article (its name,
+    domain and logo, whose URL is checked and normalised) and its topics come back in thousands of files
+    of a store, and reading them is a sixth of reading a file. The problems found are told again for each
+    file, with its name. What is read is immutable, so articles can share it."""
+    result, problems, failure = _read_once(read, _Same(value), r.base)
+    r.problems.extend(Problem(r.doc.source, name, reason, fatal) for name, reason, fatal in problems)
+    if failure is not None:
+        raise r.fail(*failure)
+    return result  # type: ignore[no-any-return]
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_once(read: Callable[[_Reader, Any], Any], value: _Same, base: str | None) -> Remembered:
+    """What read() gives for `value`, the problems it finds and the one it fails with, found by a reader of
+    no file in particular."""
+    scratch = _Reader(_NOWHERE, base)
+    try:
+        result, failure = read(scratch, value.value), None
+    except _Invalid as invalid:
+        result, failure = None, (invalid.problem.field, invalid.problem.reason)
+    return result, tuple((p.field, p.reason, p.fatal) for p in scratch.problems), failure
 
 
 def _provider(r: _Reader, value: Any) -> Provider | None:
