@@ -256,3 +256,28 @@ def test_canonical_forms_of_published_urls_are_those_of_the_full_parse():
         assert canonical(published) == urls._canonical(published), published
         shortcut += "?" not in published and "#" not in published
     assert shortcut > 1000
+
+
+def test_a_provider_or_topics_read_once_are_told_for_every_file_with_its_name():
+    """Providers and topics lists are read once per distinct value (articles._remembered): what each file
+    gets, problems and all, is what reading it alone gives, named after that file."""
+    cases = [
+        {"provider": {"name": "Wired", "domain": "not a domain!", "images": [{"url": "https://w.example/l.png"}]}},
+        {"provider": "Wired"},  # not a mapping: fatal
+        {"topics": ["AI", 7, ["nested"], "ai", "  Robots  "]},  # a list is not a topic name: fatal
+        {"topics": ["AI", "Robots"], "provider": {"name": "Wired"}},
+    ]
+    for meta in cases:
+        for source in ("news/one.md", "news/two.md", "news/one.md"):
+            document = Document(source=source, metadata={**doc().metadata, **meta}, body="")
+            articles._read_once.cache_clear()
+            alone = read_article(document, BASE)
+            remembered = read_article(document, BASE)  # the second time from the cache
+            assert remembered == alone
+            assert all(problem.source == source for problem in remembered[1])
+    first = article(provider={"name": "Wired", "domain": "wired.com"}, topics=["AI"])
+    again = article(provider={"name": "Wired", "domain": "wired.com"}, topics=["AI"])
+    assert first.provider is again.provider and first.topics is again.topics  # shared: immutable
+    # Values that compare equal but read otherwise are told apart: 1 is a name, True is not.
+    assert article(provider={"name": 1}).provider.name == "1"
+    assert read_article(doc(provider={"name": True}), BASE)[1][0].reason == "expected text, got bool True"
