@@ -903,6 +903,48 @@ def test_page_cache_check_tells_a_cached_file_from_one_not_cached(tmp_path):
 
 
 
+def test_a_batch_is_read_ahead_when_any_of_its_sampled_files_is_not_in_the_page_cache(tmp_path):
+    """Not only the first file of a batch is asked about: one evicted file further on gets the batch read
+    ahead; a batch all in the page cache is not. The evicted file is written with O_DIRECT (asking whether
+    a file is cached starts reading it, so nothing asks before _prefetch does); a page the kernel keeps
+    all the same is dropped with fadvise, and the question asked again."""
+    names = [f"f{n:03d}.md" for n in range(64)]
+    for name in names:
+        (tmp_path / name).write_text("---\ntitle: x\n---\n")
+        (tmp_path / name).read_bytes()
+    fd = os.open(tmp_path / names[0], os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+    except OSError as exc:
+        pytest.skip(f"RWF_NOWAIT not supported here: {exc}")
+    finally:
+        os.close(fd)
+    assert not reading._prefetch(str(tmp_path), names)
+    assert len(names) > reading.PREFETCH_SAMPLE and 2 % (len(names) // reading.PREFETCH_SAMPLE) == 0
+    evicted = tmp_path / names[2]
+    evicted.unlink()
+    page = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
+    page.write(b"---\ntitle: x\n---\n".ljust(4096, b" "))
+    try:
+        fd = os.open(evicted, os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
+    except OSError as exc:  # tmpfs and a few others refuse O_DIRECT
+        pytest.skip(f"O_DIRECT not supported here: {exc}")
+    try:
+        os.write(fd, page)
+    finally:
+        os.close(fd)
+    for _ in range(5):
+        if reading._prefetch(str(tmp_path), names):
+            break
+        fd = os.open(evicted, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    else:
+        pytest.fail("the batch was never read ahead, with a file of it out of the page cache")
+
+
 def test_paths_added_and_deleted_are_found_as_sets_find_them():
     rng = random.Random(3)
     universe = sorted({f"news/{rng.randrange(10**6):07d}.md" for _ in range(6000)})
