@@ -862,11 +862,11 @@ def test_rows_read_become_index_columns_in_order_sharing_what_repeats():
             assert first.setdefault(value, value) is value
     providers = [p for p in read.columns["providers"] if p and p[0]]
     assert len(providers) > len(set(providers))  # some repeat
-def test_page_cache_check_tells_a_cached_file_from_one_not_cached(tmp_path):
-    """reading._prefetch asks the kernel to read ahead only when the files are not in the page cache. A file
-    written with O_DIRECT bypasses the page cache (a page the kernel keeps all the same, under load, is
-    dropped with fadvise): not cached until something reads it."""
-    path = tmp_path / "a.md"
+
+
+def write_direct(path: Path) -> bytes:
+    """Write 4 KB of front matter to `path` with O_DIRECT, bypassing the page cache (skips the test where a
+    file system refuses it); returns the bytes."""
     page = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
     page.write(b"---\ntitle: x\n---\n".ljust(4096, b" "))
     try:
@@ -877,8 +877,28 @@ def test_page_cache_check_tells_a_cached_file_from_one_not_cached(tmp_path):
         os.write(fd, page)
     finally:
         os.close(fd)
+    return page[:]
+
+
+def drop_from_page_cache(path: Path) -> None:
+    """Write back and drop the pages of `path` the kernel keeps (under load it may buffer an O_DIRECT write;
+    a dirty page is not dropped)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_page_cache_check_tells_a_cached_file_from_one_not_cached(tmp_path):
+    """reading._prefetch asks the kernel to read ahead only when the files are not in the page cache. A file
+    written with O_DIRECT bypasses the page cache (a page the kernel keeps all the same, under load, is
+    dropped with fadvise): not cached until something reads it."""
+    path = tmp_path / "a.md"
+    data = write_direct(path)
     cached = tmp_path / "b.md"
-    cached.write_bytes(page[:])
+    cached.write_bytes(data)
     fd = os.open(cached, os.O_RDONLY)
     try:  # asked of a.md, the question would start reading it: ask it of a cached file
         os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
@@ -889,12 +909,7 @@ def test_page_cache_check_tells_a_cached_file_from_one_not_cached(tmp_path):
     for _ in range(5):  # the kernel may still cache a page written with O_DIRECT: then drop it, ask again
         if not reading._in_page_cache(str(path)):
             break
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        drop_from_page_cache(path)
     else:
         pytest.fail("a.md never left the page cache: the check cannot tell cached from not")
     assert path.read_bytes().startswith(b"---")
@@ -923,24 +938,11 @@ def test_a_batch_is_read_ahead_when_any_of_its_sampled_files_is_not_in_the_page_
     assert len(names) > reading.PREFETCH_SAMPLE and 2 % (len(names) // reading.PREFETCH_SAMPLE) == 0
     evicted = tmp_path / names[2]
     evicted.unlink()
-    page = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT wants
-    page.write(b"---\ntitle: x\n---\n".ljust(4096, b" "))
-    try:
-        fd = os.open(evicted, os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
-    except OSError as exc:  # tmpfs and a few others refuse O_DIRECT
-        pytest.skip(f"O_DIRECT not supported here: {exc}")
-    try:
-        os.write(fd, page)
-    finally:
-        os.close(fd)
+    write_direct(evicted)
     for _ in range(5):
         if reading._prefetch(str(tmp_path), names):
             break
-        fd = os.open(evicted, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+        drop_from_page_cache(evicted)
     else:
         pytest.fail("the batch was never read ahead, with a file of it out of the page cache")
 
