@@ -133,7 +133,7 @@ def run(work: Path, size: int, runs: int, topics: int, drop_caches: bool, feeds:
     config.write_text(config_text(feeds), encoding="utf-8")
     print(f"generated {generated} files ({du(store) / 2**20:.0f} MiB) in {time.monotonic() - started:.0f}s "
           f"under {store}", file=sys.stderr)
-    # A file modified within a second of a scan is read again by the next one (scan_cache.RACY_NS): let the
+    # A file modified within a second of a scan is read again by the next one (store.RACY_NS): let the
     # generator's last files age past that, or the first no-op rebuild would read them again.
     time.sleep(1.1)
     rows: dict[str, list[Result]] = {name: [] for name in ("cold", "noop", "one", "percent")}

@@ -47,12 +47,19 @@ def cache_files(config: Config) -> dict[str, Path]:
             for suffix in ("index", "records", "feeds", "folders", "journal")}
 
 
+def settled(path: Path, seconds: int = 10) -> Path:
+    """Date a file back, as if written well before the scan that follows, so that the scan can judge it by
+    its stat (see store.RACY_NS)."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 10**9))
+    return path
+
+
 def age(folder: Path, seconds: int = 10) -> None:
-    """Date every file back, as if written well before the scan that follows (see scan_cache.RACY_NS)."""
+    """Date every file of `folder` back (settled())."""
     for path in folder.rglob("*"):
         if path.is_file():
-            stat = path.stat()
-            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 10**9))
+            settled(path, seconds)
 
 
 @pytest.fixture
@@ -430,7 +437,7 @@ def test_updated_selection_equals_selecting_from_scratch(tmp_path, caplog):
     topics = ["AI", "Robots", "robots", "Vision", "Chips", "Ethics"]
     config = make_config(tmp_path, max_items=3)
     names: list[str] = []
-    clock = time.time_ns() - 10**12  # files dated well before the scans (see scan_cache.RACY_NS)
+    clock = time.time_ns() - 10**12  # files dated well before the scans (see store.RACY_NS)
 
     def write(name: str) -> None:
         url = f"https://news.example.com/{rng.randrange(40) if rng.random() < 0.1 else name}"
@@ -719,13 +726,6 @@ def test_an_index_patched_with_a_journal_equals_the_index_made_whole(seed):
     assert (patched.paths, patched.stats, patched.columns, patched.problems) == (
         whole.paths, whole.stats, whole.columns, whole.problems)
     assert list(patched.problems) == sorted(patched.problems)
-
-
-def settled(path: Path) -> Path:
-    """Date a file just written back, so that the next scan can judge it by its stat (see RACY_NS)."""
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 10 * 10**9))
-    return path
 
 
 def test_a_few_changes_go_into_the_journal_and_many_into_the_index(site, monkeypatch):

@@ -52,7 +52,7 @@ import yaml
 import publisher
 from publisher.caches import statefiles
 from publisher.config import Config
-from publisher.stages import reading
+from publisher.stages import reading, store
 from publisher.stages.articles import Article, body_limit
 from publisher.stages.reading import FileRecord
 
@@ -62,9 +62,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT = 5
-# A file modified this close to the start of the scan that cached it may change again within the same
-# tick of the file system's clock without its mtime moving: such a file is read again next time.
-RACY_NS = 1_000_000_000
 # Modules whose code decides what a file yields or what selection makes of it: a change to any of them
 # invalidates every cache, even without a new version number.
 CODE = (
@@ -110,8 +107,7 @@ def _version(package: str) -> str:
 def last_folders(config: Config) -> dict[str, Folder]:
     """The folders of the store as the last scan saved them (ScanCache.save_folders), for the next scan to
     reuse those unchanged since; {} when there are none, or none for these settings."""
-    base = cache_prefix(config.state, config.store)
-    saved = statefiles.open_binary(base.with_name(f"{base.name}.folders"), cache_key(config), "folder listing")
+    saved = statefiles.open_binary(_folders_file(config), cache_key(config), "folder listing")
     if saved is None:
         return {}
     try:
@@ -121,6 +117,11 @@ def last_folders(config: Config) -> dict[str, Folder]:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         logger.warning("%s: folder listing is damaged (%s); discarded, listing every folder", saved.path, exc)
         return {}
+
+
+def _folders_file(config: Config) -> Path:
+    base = cache_prefix(config.state, config.store)
+    return base.with_name(f"{base.name}.folders")
 
 
 def journal_rows(rows: int) -> int:
@@ -309,15 +310,14 @@ class ReadRows:
         if not records:
             return
         fields = list(zip(*records, strict=True))
+        share = self._shared.setdefault
         for name, attribute in RECORD_FIELDS.items():
             values: Iterable[Any] = fields[FileRecord._fields.index(attribute)]
             if name in INTEGER_COLUMNS:
                 values = (0 if value is None else value for value in values)
             elif name == "topics":
-                share = self._shared.setdefault
                 values = [share(topics, topics) for topics in values]
             self.columns[name].extend(values)
-        share = self._shared.setdefault
         facets = fields[FileRecord._fields.index("facets")]
         providers = [facet and facet[:3] for facet in facets]  # a record without facets (no article): None
         self.columns["providers"].extend([provider and share(provider, provider) for provider in providers])
@@ -346,8 +346,6 @@ def _empty_columns(rows: int) -> dict[str, Any]:
     """Index columns of `rows` rows, each None (0 in the integer columns)."""
     return {name: array("q", bytes(8 * rows)) if name in INTEGER_COLUMNS else [None] * rows
             for name in RECORD_COLUMNS}
-
-
 
 
 # Beyond this many paths added or deleted, _added_and_deleted compares sets instead.
@@ -564,13 +562,13 @@ class ScanCache:
         base = cache_prefix(config.state, config.store)
         self.index_path = base.with_name(f"{base.name}.index")
         self.feeds_path = base.with_name(f"{base.name}.feeds")
-        self.folders_path = base.with_name(f"{base.name}.folders")
+        self.journal_path = base.with_name(f"{base.name}.journal")
+        self.folders_path = _folders_file(config)
         self.records = Records(base.with_name(f"{base.name}.records"), self.key)
         digest = hashlib.sha256("\0".join(listing.paths).encode("utf-8", "surrogateescape"))
         digest.update(listing.stats.tobytes())
         self.digest = digest.hexdigest()  # changes when any file is added, removed, or changes its stat
         self.newest = max(listing.stats[1::3], default=0)
-        self.journal_path = base.with_name(f"{base.name}.journal")
         self._file = statefiles.open_binary(self.index_path, self.key, "scan cache", memory)
         self.header = self._file.header if self._file is not None else None
         # The journal: the rows changed since the index was written, with the header of the last scan.
@@ -594,8 +592,8 @@ class ScanCache:
         self.spill: Spill | None = None  # the records a big read did not put into the table (spilling())
 
     def trusted_before(self) -> int:
-        """Files modified before this time can be judged by their stat (see RACY_NS)."""
-        return self.header["scanned_at"] - RACY_NS if self.header else 0
+        """Files modified before this time can be judged by their stat (see store.RACY_NS)."""
+        return self.header["scanned_at"] - store.RACY_NS if self.header else 0
 
     def unchanged(self) -> bool:
         """Whether the store is exactly as the cached scan saw it, with every file too old to be racy."""
@@ -667,9 +665,9 @@ class ScanCache:
             # A few files changed since the index was written: the journal says which, in a few kilobytes,
             # instead of the index of every file written again (21 MB at 100,000 files).
             rows = index.rows_of(changed)
-            deleted = sorted(changed.difference(rows.paths))
+            gone = sorted(changed.difference(rows.paths))
             header["base"] = self._token
-            statefiles.write_binary(self.journal_path, self.key, header, {"deleted": deleted, **rows.payload()},
+            statefiles.write_binary(self.journal_path, self.key, header, {"deleted": gone, **rows.payload()},
                                     self.memory)
             return
         header["token"] = os.urandom(8).hex()  # what a journal names to be read with this index, no other

@@ -51,9 +51,11 @@ class Document:
 # Adding, removing or renaming an entry sets a folder's ctime (POSIX), and nothing can set it back, so while
 # a folder's stat is the same its entries are: the next scan reuses them instead of listing the folder
 # again (the listing and its sorting are a third of a scan of 100,000 files). A folder changed less than
-# RACY_NS before the scan began is not kept: a change within the same tick of the file system's clock
-# could leave the ctime as it was.
+# RACY_NS before the scan began is not kept.
 Folder = tuple[int, int, int, int, list[str], int]
+# A file or folder changed this close to the start of a scan may change again within the same tick of the
+# file system's clock without its mtime or ctime moving: the next scan does not judge it by its stat (the
+# scan cache reads such a file again; such a folder is listed again).
 RACY_NS = 1_000_000_000
 
 
@@ -128,7 +130,6 @@ def rescan(store: Path, listing: Listing, changed: Iterable[str], include: tuple
     from these paths (a folder among them, or a path whose folders are not plain folders of the store):
     scan() then. The earlier listing is left as it was."""
     paths, stats = list(listing.paths), array("q", listing.stats)
-    # Its folders stay: a folder whose entries changed since has another stat, and is listed again.
     started_ns = time.time_ns()
     root = os.path.realpath(store)
     skipped = {os.path.realpath(folder) for folder in skip}
@@ -157,6 +158,7 @@ def rescan(store: Path, listing: Listing, changed: Iterable[str], include: tuple
         elif row is not None:
             paths.insert(at, path)
             stats[3 * at:3 * at] = array("q", row)
+    # Its folders stay: a folder whose entries changed since has another stat, and is listed again.
     return Listing(paths, stats, started_ns, dict(listing.folders), folders_changed=False)
 
 
@@ -351,7 +353,6 @@ def read(store: Path, relative: str) -> Document | None:
             raise ArticleError(relative, None, f"not UTF-8 text (byte {exc.start})") from None
     # python-frontmatter's own parse() turns a missing closing fence or a front matter that is not a
     # mapping into empty metadata without a word; its handler's two steps let us say what is wrong.
-    handler = YAMLHandler()
     try:
         front, body = split_front_matter(text)
     except ValueError:
@@ -361,7 +362,7 @@ def read(store: Path, relative: str) -> Document | None:
         # else (or anything doubtful) is PyYAML's to parse.
         metadata = simple_yaml.load(front, yaml_loader())
         if metadata is None:
-            metadata = handler.load(front, Loader=yaml_loader())
+            metadata = YAMLHandler().load(front, Loader=yaml_loader())
     except yaml.YAMLError as exc:
         raise ArticleError(relative, "front matter", f"YAML does not parse: {_yaml_problem(exc)}") from None
     except (ValueError, OverflowError) as exc:  # a value that looks like a date but is none: 2020-02-30
